@@ -1,0 +1,79 @@
+// The Fastify application: external plugins, then Otter's own plugins, then the routes.
+// Everything it talks to arrives in `ApiContext`, so tests build it against their own services.
+import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import fastifyHelmet from '@fastify/helmet';
+import type { Config } from '../core/config.ts';
+import type { Db } from '../db/connection.ts';
+import type { Logger } from '../service/logger.ts';
+import type { Readiness } from '../service/readiness.ts';
+import type { FirmwareStorage } from './services/firmware-storage.ts';
+import validation from './plugins/validation.ts';
+import errorHandler, { errorBody } from './plugins/error-handler.ts';
+import auth from './plugins/auth.ts';
+import swagger from './plugins/swagger.ts';
+import healthRoutes from './routes/health.ts';
+import firmwareRoutes from './routes/firmware.ts';
+import firmwareFileRoutes from './routes/firmware-files.ts';
+import deviceRoutes from './routes/devices.ts';
+
+export interface ApiContext {
+  config: Config;
+  logger: Logger;
+  db: Db;
+  readiness: Readiness;
+  storage: FirmwareStorage;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config;
+    db: Db;
+    readiness: Readiness;
+    storage: FirmwareStorage;
+  }
+}
+
+export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: context.logger as FastifyBaseLogger,
+    // the onResponse hook below writes one line per request instead, at debug
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: context.config.bodyLimitBytes,
+    trustProxy: true,
+    ajv: { customOptions: { strict: false } },
+  }).withTypeProvider<TypeBoxTypeProvider>();
+
+  app.decorate('config', context.config);
+  app.decorate('db', context.db);
+  app.decorate('readiness', context.readiness);
+  app.decorate('storage', context.storage);
+
+  // one log line per request, at debug (CONTRACT §9)
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.debug(
+      { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) },
+      'request',
+    );
+  });
+
+  await app.register(fastifyHelmet, { contentSecurityPolicy: false, global: true });
+  await app.register(validation);
+  await app.register(errorHandler);
+  await app.register(swagger);
+  await app.register(auth, { apiKeys: context.config.apiKeys });
+
+  await app.register(healthRoutes);
+  await app.register(firmwareFileRoutes);
+  await app.register(async (api) => {
+    api.addHook('onRequest', api.authenticate);
+    // an unknown path under /api still asks for the key first: no probing without one
+    api.setNotFoundHandler({ onRequest: api.authenticate }, (request, reply) => {
+      reply.code(404).send(errorBody(404, 'not_found', `route ${request.method} ${request.url.split('?')[0]} not found`));
+    });
+    await api.register(firmwareRoutes);
+    await api.register(deviceRoutes);
+  }, { prefix: '/api' });
+
+  return app;
+}

@@ -1,0 +1,60 @@
+// One error shape for the whole API: { statusCode, code, error, message } (CONTRACT §4).
+// 4xx messages pass through; a 5xx becomes a generic message and a log line with the request.
+import type { FastifyError, FastifyInstance } from 'fastify';
+import fp from 'fastify-plugin';
+import { STATUS_CODES } from 'node:http';
+import { OtterError } from '../../core/errors.ts';
+
+const FASTIFY_CODES: Record<string, string> = {
+  FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
+  FST_REQ_FILE_TOO_LARGE: 'payload_too_large',
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: 'validation_error',
+  FST_ERR_CTP_INVALID_JSON_BODY: 'validation_error',
+  FST_ERR_CTP_EMPTY_JSON_BODY: 'validation_error',
+  FST_INVALID_MULTIPART_CONTENT_TYPE: 'validation_error',
+  FST_ERR_VALIDATION: 'validation_error',
+};
+
+export interface ErrorBody {
+  statusCode: number;
+  code: string;
+  error: string;
+  message: string;
+}
+
+export function errorBody(statusCode: number, code: string, message: string): ErrorBody {
+  return { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message };
+}
+
+function describe(error: FastifyError | OtterError): { statusCode: number; code: string; message: string } {
+  if (error instanceof OtterError) return { statusCode: error.statusCode, code: error.code, message: error.message };
+  const fastifyError = error as FastifyError;
+  if (fastifyError.validation) {
+    return { statusCode: 400, code: 'validation_error', message: fastifyError.message };
+  }
+  const statusCode = fastifyError.statusCode ?? 500;
+  if (statusCode === 401) return { statusCode, code: 'unauthorized', message: 'a valid API key is required' };
+  if (statusCode === 429) return { statusCode, code: 'rate_limited', message: fastifyError.message };
+  if (statusCode >= 500) return { statusCode: 500, code: 'internal_error', message: 'internal error' };
+  const code = (fastifyError.code && FASTIFY_CODES[fastifyError.code]) ?? (statusCode === 404 ? 'not_found' : 'bad_request');
+  return { statusCode, code, message: fastifyError.message };
+}
+
+export default fp(async function errorHandler(app: FastifyInstance) {
+  app.setErrorHandler((error: FastifyError | OtterError, request, reply) => {
+    const described = describe(error);
+    if (described.statusCode >= 500) {
+      request.log.error({ err: error, method: request.method, url: request.url }, 'request failed');
+    } else {
+      request.log.debug({ code: described.code, message: described.message }, 'request refused');
+    }
+    if (described.statusCode === 401 && !reply.hasHeader('www-authenticate')) {
+      reply.header('www-authenticate', 'Basic realm="otter", charset="UTF-8"');
+    }
+    return reply.code(described.statusCode).send(errorBody(described.statusCode, described.code, described.message));
+  });
+  app.setNotFoundHandler((request, reply) => {
+    reply.code(404).send(errorBody(404, 'not_found', `route ${request.method} ${request.url.split('?')[0]} not found`));
+  });
+}, { name: 'otter-error-handler' });

@@ -1,0 +1,44 @@
+// Schemas shared by every route group: ids, paging, the error body.
+import { Type, type TSchema } from 'typebox';
+
+/** Device and product ids: 1–64 characters of A-Z a-z 0-9 _ - . : (CONTRACT §4). */
+export const EntityId = Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', minLength: 1, maxLength: 64 });
+export const Uuid = Type.String({ format: 'uuid' });
+export const Timestamp = Type.String({ format: 'date-time' });
+export const NullableTimestamp = Type.Union([Timestamp, Type.Null()]);
+
+export const UuidParams = Type.Object({ id: Uuid });
+export const EntityIdParams = Type.Object({ id: EntityId });
+
+export const PagingQuery = {
+  page: Type.Optional(Type.Integer({ minimum: 1, maximum: 1_000_000, default: 1 })),
+  pageSize: Type.Optional(Type.Integer({ minimum: 1, maximum: 500, default: 20 })),
+};
+
+export function Page<T extends TSchema>(item: T) {
+  return Type.Object({
+    items: Type.Array(item),
+    total: Type.Integer(),
+    page: Type.Integer(),
+    pageSize: Type.Integer(),
+  });
+}
+
+export const ErrorReply = Type.Object({
+  statusCode: Type.Integer(),
+  code: Type.String({ description: 'stable machine code, e.g. validation_error, not_found, conflict' }),
+  error: Type.String(),
+  message: Type.String(),
+}, { $id: 'Error' });
+
+export function paging(query: { page?: number; pageSize?: number }): { page: number; pageSize: number; offset: number } {
+  const page = query.page ?? 1;
+  const pageSize = query.pageSize ?? 20;
+  return { page, pageSize, offset: (page - 1) * pageSize };
+}
+
+/** ISO-8601 text of a time from the database (CONTRACT §4: times are ISO strings). */
+export function iso(value: Date | string | null | undefined): string | null {
+  if (value === null || value === undefined) return null;
+  return (value instanceof Date ? value : new Date(value)).toISOString();
+}

@@ -1,0 +1,49 @@
+// Typed errors: every failure the API or a worker reports carries a stable machine `code`
+// (CONTRACT §4) and, where it reaches HTTP, the status to answer with.
+
+export class OtterError extends Error {
+  readonly code: string;
+  readonly statusCode: number;
+
+  constructor(code: string, message: string, statusCode = 400) {
+    super(message);
+    this.name = 'OtterError';
+    this.code = code;
+    this.statusCode = statusCode;
+  }
+}
+
+export function notFound(what: string, id: string | number): OtterError {
+  return new OtterError('not_found', `${what} ${id} not found`, 404);
+}
+
+export function conflict(code: string, message: string): OtterError {
+  return new OtterError(code, message, 409);
+}
+
+export function validationError(message: string): OtterError {
+  return new OtterError('validation_error', message, 400);
+}
+
+export function unauthorized(message = 'a valid API key is required'): OtterError {
+  return new OtterError('unauthorized', message, 401);
+}
+
+export function forbidden(code: string, message: string): OtterError {
+  return new OtterError(code, message, 403);
+}
+
+/** A dependency (Postgres, Redis, broker) that cannot be reached at start. */
+export class DependencyError extends OtterError {
+  readonly dependency: string;
+  readonly url: string;
+  readonly hint: string;
+
+  constructor(dependency: string, url: string, hint: string, cause?: unknown) {
+    super('dependency_unavailable', `${dependency} is not reachable at ${url}`, 503);
+    this.dependency = dependency;
+    this.url = url;
+    this.hint = hint;
+    this.cause = cause;
+  }
+}

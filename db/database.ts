@@ -1,0 +1,132 @@
+// kysely's view of the schema (db/migrations). Column names are snake_case in SQL and in these
+// types; the API layer maps them to the contract's camelCase.
+import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+
+type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
+type Json<T> = ColumnType<T, string, string>;
+
+export type RecordState = 'waiting' | 'processing' | 'success' | 'failed' | 'canceled';
+export type TaskState = 'created' | 'running' | 'paused' | 'completed' | 'canceled' | 'aborted';
+export type TaskMode = 'push' | 'pull';
+export type SignMethod = 'md5' | 'sha256';
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  backoffSeconds: number;
+  on: Array<'timeout' | 'send_error' | 'device_failure' | 'rejected'>;
+}
+
+export interface RolloutLimits {
+  maxPerMinute?: number;
+  maxInFlight?: number;
+}
+
+export interface AbortPolicy {
+  failureRate: number;
+  minFinished: number;
+}
+
+export interface FirmwareTable {
+  id: Generated<string>;
+  product_id: string;
+  name: string;
+  version: string;
+  version_order: number;
+  url: string | null;
+  sign: string | null;
+  sign_method: SignMethod | null;
+  size: number | null;
+  properties: Json<Record<string, string>>;
+  description: string | null;
+  has_file: Generated<boolean>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface DeviceTable {
+  id: string;
+  product_id: string;
+  name: string | null;
+  firmware_version: string | null;
+  firmware_properties: Json<Record<string, unknown>> | null;
+  firmware_reported_at: Timestamp | null;
+  report_timestamp: number | null;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface UpgradeTaskTable {
+  id: Generated<string>;
+  firmware_id: string;
+  product_id: string;
+  firmware_version: string;
+  name: string;
+  description: string | null;
+  mode: TaskMode;
+  timeout_seconds: number;
+  response_timeout_seconds: number | null;
+  retry: Json<RetryPolicy>;
+  rollout: Json<RolloutLimits>;
+  abort: Json<AbortPolicy> | null;
+  start_at: Timestamp | null;
+  state: Generated<TaskState>;
+  total: Generated<number>;
+  waiting: Generated<number>;
+  processing: Generated<number>;
+  success: Generated<number>;
+  failed: Generated<number>;
+  canceled: Generated<number>;
+  created_at: CreatedAt;
+  updated_at: Timestamp;
+}
+
+export interface UpgradeRecordTable {
+  id: Generated<number>;
+  task_id: string;
+  firmware_id: string;
+  device_id: string;
+  product_id: string;
+  from_version: string | null;
+  target_version: string;
+  state: Generated<RecordState>;
+  progress: Generated<number>;
+  attempts: Generated<number>;
+  error_reason: string | null;
+  queued_at: Timestamp | null;
+  deadline_at: Timestamp | null;
+  response_deadline_at: Timestamp | null;
+  retry_at: Timestamp | null;
+  message_id: string | null;
+  last_message_at: Timestamp | null;
+  created_at: CreatedAt;
+  started_at: Timestamp | null;
+  completed_at: Timestamp | null;
+  updated_at: Timestamp;
+}
+
+export interface RecordEventTable {
+  id: Generated<number>;
+  record_id: number;
+  at: CreatedAt;
+  type: string;
+  attempt: number;
+  progress: number | null;
+  message: string | null;
+}
+
+export interface Database {
+  firmware: FirmwareTable;
+  devices: DeviceTable;
+  upgrade_tasks: UpgradeTaskTable;
+  upgrade_records: UpgradeRecordTable;
+  record_events: RecordEventTable;
+}
+
+export type FirmwareRow = Selectable<FirmwareTable>;
+export type NewFirmwareRow = Insertable<FirmwareTable>;
+export type FirmwareUpdate = Updateable<FirmwareTable>;
+export type DeviceRow = Selectable<DeviceTable>;
+export type TaskRow = Selectable<UpgradeTaskTable>;
+export type RecordRow = Selectable<UpgradeRecordTable>;
+export type RecordEventRow = Selectable<RecordEventTable>;

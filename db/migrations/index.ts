@@ -1,0 +1,7 @@
+// The migrations in order. Listed here rather than read from disk so a build runs them too.
+import type { Migration } from 'kysely';
+import * as initial from './0001_initial.ts';
+
+export const migrations: Record<string, Migration> = {
+  '0001_initial': initial,
+};

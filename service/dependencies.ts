@@ -1,0 +1,53 @@
+// Start-up checks of the services Otter needs. A failure becomes a DependencyError that names the
+// service, its URL without password and how to start it, so main can print one clear line.
+import pg from 'pg';
+import { Redis } from 'ioredis';
+import { DependencyError } from '../core/errors.ts';
+import { redactUrl } from '../core/config.ts';
+
+export const START_HINTS = {
+  postgres: 'start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or `docker compose up -d postgres`',
+  redis: 'start it with `redis-server --daemonize yes --port 6379` or `docker compose up -d redis`',
+  mqtt: 'start it with `mosquitto -d -c mosquitto.conf` or `docker compose up -d mosquitto`',
+} as const;
+
+function reason(error: unknown): string {
+  if (error instanceof AggregateError && error.errors.length > 0) return reason(error.errors[0]);
+  if (error instanceof Error) return (error as { code?: string }).code ?? error.message;
+  return String(error);
+}
+
+/** Connects to the server (not the database, which migrate may create) and runs one query. */
+export async function checkPostgres(databaseUrl: string): Promise<void> {
+  const admin = new URL(databaseUrl);
+  admin.pathname = '/postgres';
+  const client = new pg.Client({ connectionString: admin.toString(), connectionTimeoutMillis: 5_000 });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+  } catch (error) {
+    throw new DependencyError('PostgreSQL', `${redactUrl(databaseUrl)} (${reason(error)})`, START_HINTS.postgres, error);
+  } finally {
+    await client.end().catch(() => {});
+  }
+}
+
+export async function checkRedis(redisUrl: string): Promise<void> {
+  const client = new Redis(redisUrl, {
+    lazyConnect: true,
+    connectTimeout: 5_000,
+    maxRetriesPerRequest: 0,
+    retryStrategy: () => null,
+    enableOfflineQueue: false,
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.ping();
+  } catch (error) {
+    throw new DependencyError('Redis', `${redactUrl(redisUrl)} (${reason(error)})`, START_HINTS.redis, error);
+  } finally {
+    client.disconnect();
+  }
+}
