@@ -68,7 +68,7 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
   await app.register(async (api) => {
     api.addHook('onRequest', api.authenticate);
     // an unknown path under /api still asks for the key first: no probing without one
-    api.setNotFoundHandler({ onRequest: api.authenticate }, (request, reply) => {
+    api.setNotFoundHandler({ preHandler: api.authenticate }, (request, reply) => {
       reply.code(404).send(errorBody(404, 'not_found', `route ${request.method} ${request.url.split('?')[0]} not found`));
     });
     await api.register(firmwareRoutes);
