@@ -1,6 +1,6 @@
 // Firmware files on disk under STORAGE_DIR. A file's name is derived from the firmware's UUID
 // alone (validated before use), so no id can name a path outside the directory.
-import { createHash } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
@@ -17,9 +17,23 @@ export interface StoredFile {
   signMethod: SignMethod;
 }
 
+/** A file received in full under a temporary name, not yet in place. */
+export interface ReceivedFile extends StoredFile {
+  /** Moves the file into place, replacing any earlier one. */
+  commit(): Promise<void>;
+  /** Removes the temporary file unless it was committed; safe to call twice. */
+  discard(): Promise<void>;
+}
+
 export class FileTooLargeError extends OtterError {
   constructor(limit: number) {
     super('payload_too_large', `firmware file is larger than FIRMWARE_MAX_BYTES (${limit} bytes)`, 413);
+  }
+}
+
+export class UploadAbortedError extends OtterError {
+  constructor() {
+    super('upload_aborted', 'the upload ended before the file was complete', 400);
   }
 }
 
@@ -30,6 +44,10 @@ export class FirmwareStorage {
   constructor(root: string, maxBytes: number) {
     this.root = path.resolve(root);
     this.maxBytes = maxBytes;
+  }
+
+  async ensureRoot(): Promise<void> {
+    await mkdir(this.root, { recursive: true });
   }
 
   /** Absolute path of a firmware's file; refuses anything but a UUID. */
@@ -44,13 +62,17 @@ export class FirmwareStorage {
   }
 
   /**
-   * Streams `source` to the firmware's file, hashing as it goes: memory stays flat whatever the
-   * size. Written to a temporary name first, so a failed upload never replaces a good file.
+   * Streams `source` to a temporary file beside the firmware's, hashing as it goes: memory stays
+   * flat whatever the size. The caller commits it (under whatever lock it needs) or discards it,
+   * so a failed upload never replaces a good file.
+   *
+   * On failure the source is unpiped and drained, never destroyed: destroying an HTTP request
+   * would cut the socket before the error reply (413, 400) could be written.
    */
-  async save(firmwareId: string, source: Readable, signMethod: SignMethod): Promise<StoredFile> {
+  async receive(firmwareId: string, source: Readable, signMethod: SignMethod): Promise<ReceivedFile> {
     const target = this.filePath(firmwareId);
-    await mkdir(this.root, { recursive: true });
-    const temporary = `${target}.${process.pid}.${Date.now()}.part`;
+    await this.ensureRoot();
+    const temporary = `${target}.${randomUUID()}.part`;
     const hash = createHash(signMethod);
     let size = 0;
     const maxBytes = this.maxBytes;
@@ -62,16 +84,56 @@ export class FirmwareStorage {
         callback(null, chunk);
       },
     });
+    const onSourceError = (error: Error) => meter.destroy(error);
+    const onSourceClose = () => {
+      if (!source.readableEnded) meter.destroy(new UploadAbortedError());
+    };
+    source.on('error', onSourceError);
+    source.on('close', onSourceClose);
+    const written = pipeline(meter, createWriteStream(temporary));
+    source.pipe(meter);
     try {
-      await pipeline(source, meter, createWriteStream(temporary));
+      await written;
       // a multipart stream cut at its limit ends quietly; it says so on `truncated`
       if ((source as { truncated?: boolean }).truncated) throw new FileTooLargeError(maxBytes);
-      await rename(temporary, target);
+      if (size === 0) throw validationError('firmware file is empty');
     } catch (error) {
+      source.unpipe(meter);
+      source.resume();
       await rm(temporary, { force: true });
       throw error;
+    } finally {
+      source.off('error', onSourceError);
+      source.off('close', onSourceClose);
     }
-    return { size, sign: hash.digest('hex'), signMethod };
+
+    let settled = false;
+    return {
+      size,
+      sign: hash.digest('hex'),
+      signMethod,
+      async commit() {
+        if (settled) return;
+        await rename(temporary, target);
+        settled = true;
+      },
+      async discard() {
+        if (settled) return;
+        settled = true;
+        await rm(temporary, { force: true });
+      },
+    };
+  }
+
+  /** Receives `source` and puts it in place at once (no lock needed by the caller). */
+  async save(firmwareId: string, source: Readable, signMethod: SignMethod): Promise<StoredFile> {
+    const received = await this.receive(firmwareId, source, signMethod);
+    try {
+      await received.commit();
+    } finally {
+      await received.discard();
+    }
+    return { size: received.size, sign: received.sign, signMethod };
   }
 
   async remove(firmwareId: string): Promise<void> {
