@@ -1,6 +1,6 @@
 // API-key authentication (CONTRACT §3): `Authorization: Bearer <key>`, or HTTP Basic with the key
 // as password so a browser can open bull-board. Routes opt in with `onRequest: app.authenticate`.
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyReply, FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import fastifyAuth from '@fastify/auth';
 import fastifyBearerAuth from '@fastify/bearer-auth';

@@ -1,5 +1,105 @@
-// placeholder: to be written
+// Device routes (CONTRACT §4 "Devices"): bulk upsert, list, detail with the active upgrade,
+// delete, and the device's upgrade history. Thin handlers over db/queries.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { conflict, notFound } from '../../core/errors.ts';
+import { deleteDevice, findDevice, listDevices, upsertDevices } from '../../db/queries/devices.ts';
+import { findActiveRecordForDevice, listDeviceRecords } from '../../db/queries/records.ts';
+import { EntityIdParams, ErrorReply, Page, PagingQuery, paging } from '../schemas/common.ts';
+import {
+  DeviceDetail,
+  DeviceListQuery,
+  DevicePage,
+  UpsertDevicesBody,
+  UpsertDevicesReply,
+  deviceToJson,
+} from '../schemas/devices.ts';
+import { UpgradeRecord, recordToJson } from '../schemas/records.ts';
 
-const routes: FastifyPluginAsyncTypebox = async () => {};
-export default routes;
+const tags = ['devices'];
+
+const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.put('/devices', {
+    schema: {
+      tags,
+      summary: 'Register or update up to 10,000 devices in one call',
+      description: 'Upserts by id. An omitted name or firmwareVersion keeps the stored one; '
+        + 'a device listed twice counts once, with its last entry.',
+      body: UpsertDevicesBody,
+      response: { 200: UpsertDevicesReply, 400: ErrorReply },
+    },
+  }, async (request) => ({ upserted: await upsertDevices(app.db, request.body.devices) }));
+
+  app.get('/devices', {
+    schema: {
+      tags,
+      summary: 'List devices, ordered by id',
+      querystring: DeviceListQuery,
+      response: { 200: DevicePage, 400: ErrorReply },
+    },
+  }, async (request) => {
+    const { page, pageSize, offset } = paging(request.query);
+    const { productId, firmwareVersion } = request.query;
+    const { rows, total } = await listDevices(app.db, { productId, firmwareVersion }, { limit: pageSize, offset });
+    return { items: rows.map(deviceToJson), total, page, pageSize };
+  });
+
+  app.get('/devices/:id', {
+    schema: {
+      tags,
+      summary: 'One device, with its active upgrade record',
+      params: EntityIdParams,
+      response: { 200: DeviceDetail, 400: ErrorReply, 404: ErrorReply },
+    },
+  }, async (request) => {
+    const { id } = request.params;
+    const [device, active] = await Promise.all([findDevice(app.db, id), findActiveRecordForDevice(app.db, id)]);
+    if (!device) throw notFound('device', id);
+    return { ...deviceToJson(device), activeRecord: active ? recordToJson(active) : null };
+  });
+
+  app.delete('/devices/:id', {
+    schema: {
+      tags,
+      summary: 'Delete a device',
+      description: 'Refused with 409 device_busy while the device has a waiting or processing upgrade record: '
+        + 'cancel that upgrade first. Its finished records stay in their tasks.',
+      params: EntityIdParams,
+      response: {
+        204: Type.Null({ description: 'deleted' }),
+        400: ErrorReply,
+        404: ErrorReply,
+        409: ErrorReply,
+      },
+    },
+  }, async (request, reply) => {
+    const { id } = request.params;
+    const outcome = await deleteDevice(app.db, id);
+    if (outcome === 'not_found') throw notFound('device', id);
+    if (outcome === 'busy') {
+      throw conflict('device_busy', `device ${id} has an active upgrade; cancel it first`);
+    }
+    return reply.code(204).send(null);
+  });
+
+  app.get('/devices/:id/records', {
+    schema: {
+      tags,
+      summary: "The device's upgrade records, newest first",
+      params: EntityIdParams,
+      querystring: Type.Object({ ...PagingQuery }),
+      response: { 200: Page(UpgradeRecord), 400: ErrorReply, 404: ErrorReply },
+    },
+  }, async (request) => {
+    const { id } = request.params;
+    const { page, pageSize, offset } = paging(request.query);
+    const [device, { rows, total }] = await Promise.all([
+      findDevice(app.db, id),
+      listDeviceRecords(app.db, id, { limit: pageSize, offset }),
+    ]);
+    if (!device) throw notFound('device', id);
+    return { items: rows.map(recordToJson), total, page, pageSize };
+  });
+};
+
+export default deviceRoutes;
