@@ -16,6 +16,11 @@ import healthRoutes from './routes/health.ts';
 import firmwareRoutes from './routes/firmware.ts';
 import firmwareFileRoutes from './routes/firmware-files.ts';
 import deviceRoutes from './routes/devices.ts';
+import taskRoutes from './routes/tasks.ts';
+import recordRoutes from './routes/records.ts';
+import { TaskService } from './services/task-service.ts';
+import type { Queue } from 'bullmq';
+import type { DispatchSignal } from '../workers/dispatch-signal.ts';
 
 export interface ApiContext {
   config: Config;
@@ -23,6 +28,9 @@ export interface ApiContext {
   db: Db;
   readiness: Readiness;
   storage: FirmwareStorage;
+  /** The upgrade queue: the API removes jobs of canceled records and shows it in bull-board. */
+  queue: Queue;
+  dispatchSignal: DispatchSignal;
 }
 
 declare module 'fastify' {
@@ -31,6 +39,8 @@ declare module 'fastify' {
     db: Db;
     readiness: Readiness;
     storage: FirmwareStorage;
+    tasks: TaskService;
+    dispatchSignal: DispatchSignal;
   }
 }
 
@@ -48,6 +58,8 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
   app.decorate('db', context.db);
   app.decorate('readiness', context.readiness);
   app.decorate('storage', context.storage);
+  app.decorate('tasks', new TaskService(context.db, context.queue, context.dispatchSignal));
+  app.decorate('dispatchSignal', context.dispatchSignal);
 
   // one log line per request, at debug (CONTRACT §9)
   app.addHook('onResponse', async (request, reply) => {
@@ -73,6 +85,8 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
     });
     await api.register(firmwareRoutes);
     await api.register(deviceRoutes);
+    await api.register(taskRoutes);
+    await api.register(recordRoutes);
   }, { prefix: '/api' });
 
   return app;

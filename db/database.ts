@@ -93,7 +93,10 @@ export interface UpgradeRecordTable {
   progress: Generated<number>;
   attempts: Generated<number>;
   error_reason: string | null;
+  push_requested: Generated<boolean>;
   queued_at: Timestamp | null;
+  dispatches: Generated<number>;
+  attempt_started_at: Timestamp | null;
   deadline_at: Timestamp | null;
   response_deadline_at: Timestamp | null;
   retry_at: Timestamp | null;
@@ -103,6 +106,7 @@ export interface UpgradeRecordTable {
   started_at: Timestamp | null;
   completed_at: Timestamp | null;
   updated_at: Timestamp;
+  revision: Generated<number>;
 }
 
 export interface RecordEventTable {

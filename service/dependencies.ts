@@ -41,12 +41,17 @@ export async function checkRedis(redisUrl: string): Promise<void> {
     retryStrategy: () => null,
     enableOfflineQueue: false,
   });
-  client.on('error', () => {});
+  // connect() rejects with a bare "Connection is closed."; the socket's own error says why
+  let socketError: unknown;
+  client.on('error', (error) => {
+    socketError ??= error;
+  });
   try {
     await client.connect();
     await client.ping();
   } catch (error) {
-    throw new DependencyError('Redis', `${redactUrl(redisUrl)} (${reason(error)})`, START_HINTS.redis, error);
+    const cause = socketError ?? error;
+    throw new DependencyError('Redis', `${redactUrl(redisUrl)} (${reason(cause)})`, START_HINTS.redis, cause);
   } finally {
     client.disconnect();
   }

@@ -3,7 +3,7 @@
 import closeWithGrace from 'close-with-grace';
 import { loadConfig, redactUrl } from '../core/config.ts';
 import { DependencyError, OtterError } from '../core/errors.ts';
-import { startService } from './service.ts';
+import { startOtter } from './service.ts';
 
 function fail(line: string): never {
   process.stderr.write(`otter: ${line}\n`);
@@ -19,7 +19,7 @@ async function main(): Promise<void> {
   }
   let service;
   try {
-    service = await startService(config);
+    service = await startOtter(config);
   } catch (error) {
     if (error instanceof DependencyError) {
       fail(`cannot start: ${error.dependency} is not reachable at ${error.url} — ${error.hint}`);

@@ -1,24 +1,49 @@
 // Wires one Otter process together: services checked, database migrated, then the API and/or the
-// workers of its ROLE. `stop()` undoes it all in reverse order.
-import { Redis } from 'ioredis';
+// workers of its ROLE. `stop()` undoes it all in reverse order. Tests start the same thing.
 import type { FastifyInstance } from 'fastify';
+import type { Redis } from 'ioredis';
+import type { Queue } from 'bullmq';
 import type { Config } from '../core/config.ts';
-import { createDb, ensureDatabase } from '../db/connection.ts';
+import type { UpgradeJobData } from '../core/jobs.ts';
+import { createDb, ensureDatabase, type Db } from '../db/connection.ts';
 import { migrateToLatest } from '../db/migrate.ts';
 import { buildApp } from '../api/app.ts';
 import { FirmwareStorage } from '../api/services/firmware-storage.ts';
+import type { Connector } from '../protocols/connector.ts';
+import { loadConnector } from '../protocols/load-connector.ts';
+import { RedisDispatchSignal } from '../workers/dispatch-signal.ts';
+import { FirmwareOffers } from '../workers/firmware-offers.ts';
+import { createRedis, createUpgradeQueue } from '../workers/upgrade-queue.ts';
+import { startWorkerRuntime, type WorkerRuntime } from '../workers/worker-runtime.ts';
+import type { DispatcherOptions } from '../workers/dispatcher.ts';
 import { checkPostgres, checkRedis } from './dependencies.ts';
 import { createLogger, type Logger } from './logger.ts';
+import { Metrics } from './metrics.ts';
 import { Readiness } from './readiness.ts';
 
-export interface RunningService {
+export interface Otter {
+  config: Config;
   logger: Logger;
+  db: Db;
+  redis: Redis;
+  queue: Queue<UpgradeJobData>;
+  metrics: Metrics;
+  connector: Connector;
   app?: FastifyInstance;
+  workers?: WorkerRuntime;
   stop(): Promise<void>;
 }
 
-export async function startService(config: Config): Promise<RunningService> {
-  const logger = createLogger(config.logLevel, { role: config.role });
+export interface StartOptions {
+  logger?: Logger;
+  /** Listen on config.port (false: the app is only reachable through inject). */
+  listen?: boolean;
+  defaultMetrics?: boolean;
+  dispatcher?: DispatcherOptions;
+}
+
+export async function startOtter(config: Config, options: StartOptions = {}): Promise<Otter> {
+  const logger = options.logger ?? createLogger(config.logLevel, { role: config.role });
   await checkPostgres(config.databaseUrl);
   await checkRedis(config.redisUrl);
 
@@ -27,15 +52,28 @@ export async function startService(config: Config): Promise<RunningService> {
   const migrations = await migrateToLatest(db);
   if (migrations.length > 0) logger.info({ applied: migrations.map((m) => m.migrationName) }, 'database migrated');
 
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
+  const redis = createRedis(config.redisUrl);
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
+  const queue = createUpgradeQueue(redis, config.queuePrefix);
+  const metrics = new Metrics({ defaultMetrics: options.defaultMetrics });
+  const runsWorkers = config.role !== 'api';
+  const connector = await loadConnector({ config, logger, receive: runsWorkers });
 
   const readiness = new Readiness();
   readiness.add('postgres', () => pool.query('SELECT 1'));
   readiness.add('redis', () => redis.ping());
+  readiness.add('connector', () => connector.ready?.() ?? Promise.resolve());
 
   if (config.urlSigningSecretGenerated) {
     logger.warn('URL_SIGNING_SECRET is not set: download URLs are signed with a random per-process key; set it when running several processes');
+  }
+
+  const offers = new FirmwareOffers(db, config);
+  let workers: WorkerRuntime | undefined;
+  if (runsWorkers) {
+    workers = await startWorkerRuntime({ config, logger, db, redis, queue, connector, metrics, offers, dispatcher: options.dispatcher });
+  } else {
+    await connector.start(async () => ({ accepted: false, code: 'not_receiving' }));
   }
 
   let app: FastifyInstance | undefined;
@@ -49,15 +87,28 @@ export async function startService(config: Config): Promise<RunningService> {
       db,
       readiness,
       storage: new FirmwareStorage(config.storageDir, config.firmwareMaxBytes),
+      queue,
+      dispatchSignal: new RedisDispatchSignal(redis, config.queuePrefix),
     });
-    await app.listen({ port: config.port, host: config.host });
+    if (options.listen !== false) await app.listen({ port: config.port, host: config.host });
+    else await app.ready();
   }
 
   return {
+    config,
     logger,
+    db,
+    redis,
+    queue,
+    metrics,
+    connector,
     app,
+    workers,
     async stop() {
       if (app) await app.close();
+      if (workers) await workers.stop();
+      await connector.stop();
+      await queue.close();
       redis.disconnect();
       await db.destroy();
     },

@@ -86,7 +86,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       error_reason text,
       -- work-in-flight bookkeeping: when the record was handed to the queue, the current attempt's
       -- deadlines, when the next attempt is due, and the id of the message sent in this attempt
+      push_requested boolean NOT NULL DEFAULT false,
       queued_at timestamptz,
+      -- how many times the record was handed to the queue: part of its BullMQ job id
+      dispatches integer NOT NULL DEFAULT 0,
+      attempt_started_at timestamptz,
       deadline_at timestamptz,
       response_deadline_at timestamptz,
       retry_at timestamptz,
@@ -96,6 +100,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       started_at timestamptz,
       completed_at timestamptz,
       updated_at timestamptz NOT NULL DEFAULT now(),
+      -- bumped by every change: a change computed from an older revision does not apply
+      revision integer NOT NULL DEFAULT 0,
       CONSTRAINT upgrade_records_task_device_key UNIQUE (task_id, device_id)
     )`.execute(db);
   // one active upgrade per device, whatever the task
@@ -103,6 +109,14 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     CREATE UNIQUE INDEX upgrade_records_one_active_per_device
       ON upgrade_records (device_id) WHERE state IN ('waiting', 'processing')`.execute(db);
   await sql`CREATE INDEX upgrade_records_task_state_idx ON upgrade_records (task_id, state, id)`.execute(db);
+  // what the dispatcher hands to the queue next
+  await sql`
+    CREATE INDEX upgrade_records_dispatchable_idx ON upgrade_records (task_id, id)
+      WHERE state = 'waiting' AND push_requested AND queued_at IS NULL`.execute(db);
+  // records in flight, for the reconciler and deadline sweeps
+  await sql`
+    CREATE INDEX upgrade_records_in_flight_idx ON upgrade_records (task_id, id)
+      WHERE state = 'processing' OR (state = 'waiting' AND queued_at IS NOT NULL)`.execute(db);
   await sql`CREATE INDEX upgrade_records_device_idx ON upgrade_records (device_id, id DESC)`.execute(db);
 
   await sql`

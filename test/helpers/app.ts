@@ -1,19 +1,19 @@
-// Builds the real API against its own database, storage directory and queue prefix, in one call.
+// Builds a real Otter (API, and workers with ROLE=all) against its own database, storage
+// directory and queue prefix, in one call. The API is reached through app.inject.
 import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import { Redis } from 'ioredis';
-import { buildApp } from '../../api/app.ts';
-import { FirmwareStorage } from '../../api/services/firmware-storage.ts';
+import type { Redis } from 'ioredis';
 import { loadConfig, type Config, type Env } from '../../core/config.ts';
 import { createLogger } from '../../service/logger.ts';
-import { Readiness } from '../../service/readiness.ts';
+import { startOtter, type Otter, type StartOptions } from '../../service/service.ts';
 import { createTestDatabase, uniqueName, type TestDatabase } from './database.ts';
-import { TEST_API_KEY, TEST_REDIS_URL } from './env.ts';
+import { TEST_API_KEY, TEST_MQTT_URL, TEST_REDIS_URL } from './env.ts';
 
 export interface TestApp {
   app: FastifyInstance;
+  otter: Otter;
   config: Config;
   database: TestDatabase;
   redis: Redis;
@@ -23,12 +23,15 @@ export interface TestApp {
   close(): Promise<void>;
 }
 
-export async function buildTestApp(env: Env = {}): Promise<TestApp> {
+/** ROLE defaults to `api` (no workers); pass ROLE: 'all' and a broker's MQTT_URL for rollouts. */
+export async function buildTestApp(env: Env = {}, options: StartOptions = {}): Promise<TestApp> {
   const database = await createTestDatabase();
   const storageDir = await mkdtemp(path.join(os.tmpdir(), 'otter-storage-'));
   const config = loadConfig({
+    ROLE: 'api',
     DATABASE_URL: database.url,
     REDIS_URL: TEST_REDIS_URL,
+    MQTT_URL: TEST_MQTT_URL,
     API_KEYS: TEST_API_KEY,
     STORAGE_DIR: storageDir,
     QUEUE_PREFIX: uniqueName('otter-test'),
@@ -36,31 +39,41 @@ export async function buildTestApp(env: Env = {}): Promise<TestApp> {
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
     ...env,
   });
-  const logger = createLogger(config.logLevel);
-  const redis = new Redis(config.redisUrl, { maxRetriesPerRequest: null });
-  const readiness = new Readiness();
-  readiness.add('postgres', () => database.pool.query('SELECT 1'));
-  readiness.add('redis', () => redis.ping());
-  const app = await buildApp({
-    config,
-    logger,
-    db: database.db,
-    readiness,
-    storage: new FirmwareStorage(config.storageDir, config.firmwareMaxBytes),
+  const otter = await startOtter(config, {
+    logger: createLogger(config.logLevel),
+    listen: false,
+    defaultMetrics: false,
+    ...options,
   });
-  await app.ready();
   return {
-    app,
+    app: otter.app!,
+    otter,
     config,
     database,
-    redis,
+    redis: otter.redis,
     storageDir,
     auth: { authorization: `Bearer ${TEST_API_KEY}` },
     async close() {
-      await app.close();
-      redis.disconnect();
+      await otter.stop();
+      await obliterateQueue(otter);
       await database.drop();
       await rm(storageDir, { recursive: true, force: true });
     },
   };
+}
+
+/** Removes every Redis key of the test's queue prefix. */
+async function obliterateQueue(otter: Otter): Promise<void> {
+  const { createRedis } = await import('../../workers/upgrade-queue.ts');
+  const redis = createRedis(otter.config.redisUrl);
+  try {
+    let cursor = '0';
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${otter.config.queuePrefix}:*`, 'COUNT', 1000);
+      cursor = next;
+      if (keys.length > 0) await redis.del(...keys);
+    } while (cursor !== '0');
+  } finally {
+    redis.disconnect();
+  }
 }

@@ -1,0 +1,189 @@
+// Upgrade task routes (CONTRACT §4 "Upgrade tasks"): create, read, list, update, delete, release,
+// push, pause, resume, cancel, retry, and the task's records. Thin handlers over TaskService.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import type { preValidationHookHandler } from 'fastify';
+import { Type } from 'typebox';
+import { conflict, notFound } from '../../core/errors.ts';
+import { findFirmware } from '../../db/queries/firmware.ts';
+import { deleteIdleTask, insertTask, listTaskRecords, listTasks, updateTask } from '../../db/queries/tasks.ts';
+import { ErrorReply, Page, UuidParams, paging } from '../schemas/common.ts';
+import { UpgradeRecord, recordToJson } from '../schemas/records.ts';
+import {
+  CancelBody,
+  CancelReply,
+  PushBody,
+  PushReply,
+  ReleaseBody,
+  ReleaseReply,
+  RetryBody,
+  RetryReply,
+  Task,
+  TaskCreateBody,
+  TaskListQuery,
+  TaskPatchBody,
+  TaskRecordsQuery,
+  taskToJson,
+} from '../schemas/tasks.ts';
+
+const tags = ['tasks'];
+const DEFAULT_TIMEOUT_SECONDS = 600;
+const DEFAULT_RETRY = { maxAttempts: 3, backoffSeconds: 30, on: ['timeout', 'send_error'] as Array<'timeout' | 'send_error'> };
+
+/** Lets an action be called with no body at all (`curl -X POST …/pause`). */
+const emptyBodyIsObject: preValidationHookHandler = async (request) => {
+  if (request.body === undefined || request.body === null) request.body = {};
+};
+
+const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply };
+
+const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post('/tasks', {
+    schema: {
+      tags,
+      summary: 'Create an upgrade task for a firmware',
+      description: 'The task starts in state `created`; release it to devices, then push it (push mode) or let devices ask (pull mode).',
+      body: TaskCreateBody,
+      response: { 201: Task, ...errors },
+    },
+  }, async (request, reply) => {
+    const body = request.body;
+    const firmware = await findFirmware(app.db, body.firmwareId);
+    if (!firmware) throw notFound('firmware', body.firmwareId);
+    if (!firmware.url && !firmware.has_file) {
+      throw conflict('firmware_has_no_file', `firmware ${firmware.id} has neither a url nor an uploaded file`);
+    }
+    const task = await insertTask(app.db, {
+      firmwareId: firmware.id,
+      productId: firmware.product_id,
+      firmwareVersion: firmware.version,
+      name: body.name,
+      description: body.description ?? null,
+      mode: body.mode ?? 'push',
+      timeoutSeconds: body.timeoutSeconds ?? DEFAULT_TIMEOUT_SECONDS,
+      responseTimeoutSeconds: body.responseTimeoutSeconds ?? null,
+      retry: body.retry ?? DEFAULT_RETRY,
+      rollout: body.rollout ?? {},
+      abort: body.abort ?? null,
+      startAt: body.startAt ?? null,
+    });
+    reply.code(201);
+    return taskToJson(task);
+  });
+
+  app.get('/tasks', {
+    schema: { tags, summary: 'List tasks, newest first, each with its stats', querystring: TaskListQuery, response: { 200: Page(Task), 400: ErrorReply } },
+  }, async (request) => {
+    const { page, pageSize, offset } = paging(request.query);
+    const { firmwareId, productId, state } = request.query;
+    const { rows, total } = await listTasks(app.db, { firmwareId, productId, state }, { limit: pageSize, offset });
+    return { items: rows.map(taskToJson), total, page, pageSize };
+  });
+
+  app.get('/tasks/:id', {
+    schema: { tags, summary: 'One task with its stats (constant time, whatever its size)', params: UuidParams, response: { 200: Task, ...errors } },
+  }, async (request) => taskToJson(await app.tasks.get(request.params.id)));
+
+  app.patch('/tasks/:id', {
+    schema: {
+      tags,
+      summary: 'Change a task; applies to what is dispatched from then on',
+      params: UuidParams,
+      body: TaskPatchBody,
+      response: { 200: Task, ...errors },
+    },
+  }, async (request) => {
+    const updated = await updateTask(app.db, request.params.id, request.body);
+    if (!updated) throw notFound('task', request.params.id);
+    app.dispatchSignal.poke(updated.id);
+    return taskToJson(updated);
+  });
+
+  app.delete('/tasks/:id', {
+    schema: { tags, summary: 'Delete a task with no waiting or processing records', params: UuidParams, response: { 204: Type.Null(), ...errors } },
+  }, async (request, reply) => {
+    const result = await deleteIdleTask(app.db, request.params.id);
+    if (result === 'not_found') throw notFound('task', request.params.id);
+    if (result === 'active') throw conflict('task_active', `task ${request.params.id} has waiting or processing records; cancel them first`);
+    reply.code(204);
+    return null;
+  });
+
+  app.post('/tasks/:id/release', {
+    schema: {
+      tags,
+      summary: 'Release the task to all devices of its product or to chosen devices',
+      description: 'Creates one `waiting` record per device; skips (and counts by reason) devices already on the version, busy in another task, filtered by fromVersions, unknown, or already in this task. `push: true` pushes right away.',
+      params: UuidParams,
+      body: ReleaseBody,
+      response: { 200: ReleaseReply, ...errors },
+    },
+  }, async (request) => {
+    const { push, ...selection } = request.body;
+    return app.tasks.release(request.params.id, selection, push === true);
+  });
+
+  app.post('/tasks/:id/push', {
+    preValidation: emptyBodyIsObject,
+    schema: {
+      tags,
+      summary: 'Push: send the waiting records (or some devices of them), within the rollout limits',
+      params: UuidParams,
+      body: PushBody,
+      response: { 200: PushReply, ...errors },
+    },
+  }, async (request) => ({ queued: await app.tasks.push(request.params.id, request.body.deviceIds) }));
+
+  app.post('/tasks/:id/pause', {
+    schema: { tags, summary: 'Stop dispatching new devices; in-flight upgrades finish', params: UuidParams, response: { 200: Task, ...errors } },
+  }, async (request) => taskToJson(await app.tasks.pause(request.params.id)));
+
+  app.post('/tasks/:id/resume', {
+    schema: { tags, summary: 'Dispatch again after a pause', params: UuidParams, response: { 200: Task, ...errors } },
+  }, async (request) => taskToJson(await app.tasks.resume(request.params.id)));
+
+  app.post('/tasks/:id/cancel', {
+    preValidation: emptyBodyIsObject,
+    schema: {
+      tags,
+      summary: 'Cancel waiting (and, if asked, processing) records; without deviceIds, the whole task',
+      params: UuidParams,
+      body: CancelBody,
+      response: { 200: CancelReply, ...errors },
+    },
+  }, async (request) => {
+    const { canceled, task } = await app.tasks.cancel(request.params.id, request.body);
+    return { canceled, task: taskToJson(task) };
+  });
+
+  app.post('/tasks/:id/retry', {
+    preValidation: emptyBodyIsObject,
+    schema: {
+      tags,
+      summary: 'Put failed (or canceled) records back to waiting with attempts reset; the task runs again',
+      params: UuidParams,
+      body: RetryBody,
+      response: { 200: RetryReply, ...errors },
+    },
+  }, async (request) => {
+    const { retried, task } = await app.tasks.retry(request.params.id, request.body);
+    return { retried, task: taskToJson(task) };
+  });
+
+  app.get('/tasks/:id/records', {
+    schema: {
+      tags,
+      summary: "The task's per-device upgrade records",
+      params: UuidParams,
+      querystring: TaskRecordsQuery,
+      response: { 200: Page(UpgradeRecord), ...errors },
+    },
+  }, async (request) => {
+    await app.tasks.get(request.params.id);
+    const { page, pageSize, offset } = paging(request.query);
+    const { state, deviceId } = request.query;
+    const { rows, total } = await listTaskRecords(app.db, request.params.id, { state, deviceId }, { limit: pageSize, offset });
+    return { items: rows.map(recordToJson), total, page, pageSize };
+  });
+};
+
+export default taskRoutes;

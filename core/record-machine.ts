@@ -1,0 +1,295 @@
+// The upgrade record state machine (CONTRACT §8) as one pure function: a record's state and an
+// input (a send, a device message, a deadline, a cancel) give the record's next state, the events
+// to append to its timeline, and what the job that follows it must do. No I/O: the database layer
+// applies the result with a guarded update, so a repeated or racing input changes nothing twice.
+
+export type RecordState = 'waiting' | 'processing' | 'success' | 'failed' | 'canceled';
+export type EventType =
+  | 'released'
+  | 'queued'
+  | 'sent'
+  | 'acknowledged'
+  | 'pulled'
+  | 'progress'
+  | 'success'
+  | 'failed'
+  | 'timeout'
+  | 'retry'
+  | 'canceled'
+  | 'ignored';
+export type FailureReason = 'timeout' | 'send_error' | 'device_failure' | 'rejected';
+
+export interface RetryPolicy {
+  maxAttempts: number;
+  backoffSeconds: number;
+  on: FailureReason[];
+}
+
+export interface UpgradePolicy {
+  mode: 'push' | 'pull';
+  timeoutSeconds: number;
+  responseTimeoutSeconds: number | null;
+  retry: RetryPolicy;
+}
+
+/** The part of a record the rules read and write. Times are epoch milliseconds. */
+export interface RecordSnapshot {
+  state: RecordState;
+  targetVersion: string;
+  attempts: number;
+  progress: number;
+  errorReason: string | null;
+  messageId: string | null;
+  startedAt: number | null;
+  attemptStartedAt: number | null;
+  deadlineAt: number | null;
+  responseDeadlineAt: number | null;
+  retryAt: number | null;
+  lastMessageAt: number | null;
+  completedAt: number | null;
+}
+
+export type RecordInput =
+  | { type: 'send'; now: number; messageId: string }
+  | { type: 'ack'; now: number; messageId: string }
+  | { type: 'reject'; now: number; messageId: string; message: string | undefined }
+  | {
+      type: 'progress';
+      now: number;
+      version: string;
+      progress: number;
+      complete: boolean;
+      success: boolean;
+      errorReason: string | undefined;
+    }
+  | { type: 'report'; now: number; version: string }
+  | { type: 'deadline'; now: number }
+  | { type: 'send_error'; now: number; detail: string }
+  | { type: 'cancel'; now: number; message?: string };
+
+export interface TimelineEvent {
+  type: EventType;
+  attempt: number;
+  progress?: number;
+  message?: string;
+}
+
+export interface Transition {
+  /** False when the input changed nothing (the record is untouched, perhaps one `ignored` event). */
+  changed: boolean;
+  record: RecordSnapshot;
+  events: TimelineEvent[];
+  /** The job following this record must run now (the record became final or a retry is due). */
+  wakeJob: boolean;
+}
+
+export const FINAL_STATES: readonly RecordState[] = ['success', 'failed', 'canceled'];
+export const ACTIVE_STATES: readonly RecordState[] = ['waiting', 'processing'];
+
+export function isFinal(state: RecordState): boolean {
+  return FINAL_STATES.includes(state);
+}
+
+/** Delay before attempt `attempts + 1`: backoffSeconds × 2^(attempts−1). */
+export function backoffMs(retry: RetryPolicy, attempts: number): number {
+  return retry.backoffSeconds * 1000 * 2 ** Math.max(0, attempts - 1);
+}
+
+/** When the job must next look at a processing record: the retry time, or the attempt's deadline. */
+export function nextWakeAt(record: RecordSnapshot): number | null {
+  if (record.state !== 'processing') return null;
+  if (record.retryAt !== null) return record.retryAt;
+  const heardFrom = record.lastMessageAt !== null && record.attemptStartedAt !== null && record.lastMessageAt >= record.attemptStartedAt;
+  if (record.responseDeadlineAt !== null && !heardFrom) {
+    return Math.min(record.responseDeadlineAt, record.deadlineAt ?? record.responseDeadlineAt);
+  }
+  return record.deadlineAt;
+}
+
+function unchanged(record: RecordSnapshot, ignoredBecause?: string): Transition {
+  const events: TimelineEvent[] = ignoredBecause
+    ? [{ type: 'ignored', attempt: record.attempts, message: ignoredBecause }]
+    : [];
+  return { changed: false, record, events, wakeJob: false };
+}
+
+function heard(record: RecordSnapshot, now: number): RecordSnapshot {
+  return { ...record, lastMessageAt: now };
+}
+
+/** An attempt ended badly: retry if the policy says so, otherwise the record fails. */
+function attemptFailed(
+  record: RecordSnapshot,
+  policy: UpgradePolicy,
+  now: number,
+  reason: FailureReason,
+  errorReason: string,
+  leadingEvents: TimelineEvent[],
+): Transition {
+  const canRetry = policy.retry.on.includes(reason) && record.attempts < policy.retry.maxAttempts;
+  const cleared = { deadlineAt: null, responseDeadlineAt: null, messageId: record.messageId };
+  if (canRetry) {
+    if (policy.mode === 'pull') {
+      // a pulled upgrade is retried by the device asking again
+      return {
+        changed: true,
+        record: { ...record, ...cleared, state: 'waiting', errorReason, retryAt: null, progress: 0 },
+        events: [...leadingEvents, { type: 'retry', attempt: record.attempts, message: `${errorReason}; waiting for the device to ask again` }],
+        wakeJob: true,
+      };
+    }
+    const retryAt = now + backoffMs(policy.retry, record.attempts);
+    return {
+      changed: true,
+      record: { ...record, ...cleared, errorReason, retryAt },
+      events: [
+        ...leadingEvents,
+        { type: 'retry', attempt: record.attempts, message: `${errorReason}; attempt ${record.attempts + 1} at ${new Date(retryAt).toISOString()}` },
+      ],
+      wakeJob: true,
+    };
+  }
+  return {
+    changed: true,
+    record: { ...record, ...cleared, state: 'failed', errorReason, retryAt: null, completedAt: now },
+    events: [...leadingEvents, { type: 'failed', attempt: record.attempts, message: errorReason }],
+    wakeJob: true,
+  };
+}
+
+function succeeded(record: RecordSnapshot, now: number, message?: string): Transition {
+  return {
+    changed: true,
+    record: {
+      ...record,
+      state: 'success',
+      progress: 100,
+      errorReason: null,
+      deadlineAt: null,
+      responseDeadlineAt: null,
+      retryAt: null,
+      lastMessageAt: now,
+      completedAt: now,
+    },
+    events: [{ type: 'success', attempt: record.attempts, progress: 100, ...(message ? { message } : {}) }],
+    wakeJob: true,
+  };
+}
+
+export function transition(record: RecordSnapshot, input: RecordInput, policy: UpgradePolicy): Transition {
+  const { now } = input;
+
+  if (input.type === 'cancel') {
+    if (isFinal(record.state)) return unchanged(record);
+    return {
+      changed: true,
+      record: { ...record, state: 'canceled', deadlineAt: null, responseDeadlineAt: null, retryAt: null, completedAt: now },
+      events: [{ type: 'canceled', attempt: record.attempts, ...(input.message ? { message: input.message } : {}) }],
+      wakeJob: true,
+    };
+  }
+
+  if (isFinal(record.state)) {
+    if (input.type === 'send' || input.type === 'deadline' || input.type === 'send_error') return unchanged(record);
+    return unchanged(record, `${describeInput(input)} after the record was ${record.state}`);
+  }
+
+  switch (input.type) {
+    case 'send': {
+      const firstOrRetry = record.state === 'waiting' || (record.state === 'processing' && record.retryAt !== null);
+      if (!firstOrRetry) return unchanged(record);
+      const attempts = record.attempts + 1;
+      return {
+        changed: true,
+        record: {
+          ...record,
+          state: 'processing',
+          attempts,
+          progress: 0,
+          messageId: input.messageId,
+          startedAt: record.startedAt ?? now,
+          attemptStartedAt: now,
+          deadlineAt: now + policy.timeoutSeconds * 1000,
+          responseDeadlineAt: policy.responseTimeoutSeconds ? now + policy.responseTimeoutSeconds * 1000 : null,
+          retryAt: null,
+        },
+        events: [{ type: policy.mode === 'pull' ? 'pulled' : 'sent', attempt: attempts }],
+        wakeJob: false,
+      };
+    }
+    case 'send_error': {
+      if (record.state !== 'processing' || record.retryAt !== null) return unchanged(record);
+      return attemptFailed(record, policy, now, 'send_error', `send_error: ${input.detail}`, []);
+    }
+    case 'deadline': {
+      if (record.state !== 'processing' || record.retryAt !== null || record.deadlineAt === null) return unchanged(record);
+      if (now >= record.deadlineAt) {
+        return attemptFailed(record, policy, now, 'timeout', 'timeout', [{ type: 'timeout', attempt: record.attempts }]);
+      }
+      const wake = nextWakeAt(record);
+      if (record.responseDeadlineAt !== null && wake === record.responseDeadlineAt && now >= record.responseDeadlineAt) {
+        return attemptFailed(record, policy, now, 'timeout', 'timeout: no response', [
+          { type: 'timeout', attempt: record.attempts, message: 'no response' },
+        ]);
+      }
+      return unchanged(record);
+    }
+    case 'ack':
+    case 'reject': {
+      if (record.state !== 'processing' || record.retryAt !== null) {
+        return unchanged(record, `${describeInput(input)} while the record was ${describeState(record)}`);
+      }
+      if (record.messageId !== null && input.messageId !== record.messageId) {
+        return unchanged(heard(record, now), `${describeInput(input)} for message ${input.messageId}, not the current ${record.messageId}`);
+      }
+      if (input.type === 'ack') {
+        return { changed: true, record: heard(record, now), events: [{ type: 'acknowledged', attempt: record.attempts }], wakeJob: false };
+      }
+      const reason = `rejected: ${input.message ?? 'no reason given'}`;
+      return attemptFailed(heard(record, now), policy, now, 'rejected', reason, []);
+    }
+    case 'progress': {
+      if (record.state !== 'processing' || record.retryAt !== null) {
+        return unchanged(record, `${describeInput(input)} while the record was ${describeState(record)}`);
+      }
+      const current = heard(record, now);
+      if (!input.success) {
+        const reason = input.errorReason?.trim() || 'device reported failure';
+        return attemptFailed(current, policy, now, 'device_failure', reason, []);
+      }
+      if (input.complete) return succeeded(current, now);
+      if (input.progress <= record.progress) {
+        return { changed: true, record: current, events: [{ type: 'ignored', attempt: record.attempts, progress: input.progress, message: `progress ${input.progress} is not above ${record.progress}` }], wakeJob: false };
+      }
+      return {
+        changed: true,
+        record: { ...current, progress: input.progress },
+        events: [{ type: 'progress', attempt: record.attempts, progress: input.progress }],
+        wakeJob: false,
+      };
+    }
+    case 'report': {
+      if (record.state === 'processing' && input.version === record.targetVersion) {
+        return succeeded(record, now, `device reported version ${input.version}`);
+      }
+      return unchanged(record);
+    }
+  }
+}
+
+function describeState(record: RecordSnapshot): string {
+  return record.state === 'processing' && record.retryAt !== null ? 'waiting to retry' : record.state;
+}
+
+function describeInput(input: RecordInput): string {
+  switch (input.type) {
+    case 'progress':
+      return input.complete ? 'final report' : !input.success ? 'failure report' : `progress ${input.progress}`;
+    case 'ack':
+      return 'acknowledgement';
+    case 'reject':
+      return 'rejection';
+    default:
+      return input.type;
+  }
+}

@@ -1,0 +1,93 @@
+// Releasing a task to devices: one set-based statement classifies every candidate device (skip
+// reasons of CONTRACT §4) and inserts a `waiting` record with its `released` event for each of the
+// others — whether the fleet has ten devices or a hundred thousand.
+import { sql } from 'kysely';
+import type { Db } from '../connection.ts';
+
+export type SkipReason = 'already_on_version' | 'busy' | 'version_filtered' | 'unknown_device' | 'already_in_task';
+
+export interface ReleaseTarget {
+  taskId: string;
+  firmwareId: string;
+  productId: string;
+  targetVersion: string;
+}
+
+export type ReleaseSelection =
+  | { allDevices: true; fromVersions?: string[] }
+  | { deviceIds: string[]; fromVersions?: string[] };
+
+export interface ReleaseResult {
+  added: number;
+  skipped: Partial<Record<SkipReason, number>>;
+  skippedDevices: Array<{ deviceId: string; reason: SkipReason }>;
+}
+
+const SKIPPED_DEVICES_LISTED = 100;
+
+export async function releaseToDevices(
+  db: Db,
+  target: ReleaseTarget,
+  selection: ReleaseSelection,
+  options: { push: boolean },
+): Promise<ReleaseResult> {
+  const fromVersions = selection.fromVersions && selection.fromVersions.length > 0 ? selection.fromVersions : null;
+  const candidates =
+    'allDevices' in selection
+      ? sql`SELECT d.id AS device_id FROM devices d WHERE d.product_id = ${target.productId}`
+      : sql`SELECT DISTINCT unnest(${selection.deviceIds}::text[]) AS device_id`;
+
+  return db.transaction().execute(async (trx) => {
+    const { rows } = await sql<{ device_id: string; reason: SkipReason | null; record_id: number | null }>`
+      WITH candidate AS (${candidates}),
+      classified AS (
+        SELECT c.device_id, d.firmware_version,
+          CASE
+            WHEN d.id IS NULL OR d.product_id <> ${target.productId} THEN 'unknown_device'
+            WHEN EXISTS (SELECT 1 FROM upgrade_records r WHERE r.task_id = ${target.taskId} AND r.device_id = c.device_id)
+              THEN 'already_in_task'
+            WHEN d.firmware_version = ${target.targetVersion} THEN 'already_on_version'
+            WHEN ${fromVersions}::text[] IS NOT NULL
+              AND (d.firmware_version IS NULL OR NOT d.firmware_version = ANY(${fromVersions}::text[]))
+              THEN 'version_filtered'
+            WHEN EXISTS (SELECT 1 FROM upgrade_records r
+                         WHERE r.device_id = c.device_id AND r.state IN ('waiting', 'processing'))
+              THEN 'busy'
+          END AS reason
+        FROM candidate c LEFT JOIN devices d ON d.id = c.device_id
+      ),
+      inserted AS (
+        INSERT INTO upgrade_records (task_id, firmware_id, device_id, product_id, from_version, target_version, push_requested)
+        SELECT ${target.taskId}, ${target.firmwareId}, device_id, ${target.productId}, firmware_version,
+               ${target.targetVersion}, ${options.push}
+        FROM classified WHERE reason IS NULL
+        ORDER BY device_id
+        -- a device that became busy in another task meanwhile: skipped, never two active records
+        ON CONFLICT DO NOTHING
+        RETURNING id, device_id
+      ),
+      released AS (
+        INSERT INTO record_events (record_id, type, attempt) SELECT id, 'released', 0 FROM inserted
+      )
+      SELECT c.device_id, COALESCE(c.reason, CASE WHEN i.id IS NULL THEN 'busy' END) AS reason, i.id AS record_id
+      FROM classified c LEFT JOIN inserted i ON i.device_id = c.device_id`.execute(trx);
+
+    const result: ReleaseResult = { added: 0, skipped: {}, skippedDevices: [] };
+    for (const row of rows) {
+      if (row.reason === null) {
+        result.added += 1;
+        continue;
+      }
+      result.skipped[row.reason] = (result.skipped[row.reason] ?? 0) + 1;
+      if (result.skippedDevices.length < SKIPPED_DEVICES_LISTED) {
+        result.skippedDevices.push({ deviceId: row.device_id, reason: row.reason });
+      }
+    }
+    if (result.added > 0) {
+      await sql`
+        UPDATE upgrade_tasks SET total = total + ${result.added}, waiting = waiting + ${result.added}, updated_at = now()
+        WHERE id = ${target.taskId}`.execute(trx);
+    }
+    return result;
+  });
+}

@@ -1,0 +1,170 @@
+// Upgrade tasks: create, read, list, update, delete, guarded state changes, and putting records
+// back to `waiting` for a retry — each a small statement of its own.
+import { sql } from 'kysely';
+import type { Db } from '../connection.ts';
+import type { AbortPolicy, RecordState, RetryPolicy, RolloutLimits, TaskMode, TaskRow, TaskState } from '../database.ts';
+import { addTaskCounters } from './record-changes.ts';
+
+export interface NewTask {
+  firmwareId: string;
+  productId: string;
+  firmwareVersion: string;
+  name: string;
+  description: string | null;
+  mode: TaskMode;
+  timeoutSeconds: number;
+  responseTimeoutSeconds: number | null;
+  retry: RetryPolicy;
+  rollout: RolloutLimits;
+  abort: AbortPolicy | null;
+  startAt: string | null;
+}
+
+export interface TaskChanges {
+  name?: string;
+  description?: string | null;
+  timeoutSeconds?: number;
+  responseTimeoutSeconds?: number | null;
+  retry?: RetryPolicy;
+  rollout?: RolloutLimits;
+  abort?: AbortPolicy | null;
+  startAt?: string | null;
+}
+
+export async function insertTask(db: Db, task: NewTask): Promise<TaskRow> {
+  return db
+    .insertInto('upgrade_tasks')
+    .values({
+      firmware_id: task.firmwareId,
+      product_id: task.productId,
+      firmware_version: task.firmwareVersion,
+      name: task.name,
+      description: task.description,
+      mode: task.mode,
+      timeout_seconds: task.timeoutSeconds,
+      response_timeout_seconds: task.responseTimeoutSeconds,
+      retry: JSON.stringify(task.retry),
+      rollout: JSON.stringify(task.rollout),
+      abort: task.abort ? JSON.stringify(task.abort) : null,
+      start_at: task.startAt,
+    })
+    .returningAll()
+    .executeTakeFirstOrThrow();
+}
+
+export async function findTask(db: Db, id: string): Promise<TaskRow | undefined> {
+  return db.selectFrom('upgrade_tasks').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+export interface TaskFilter {
+  firmwareId?: string;
+  productId?: string;
+  state?: TaskState;
+}
+
+export async function listTasks(db: Db, filter: TaskFilter, page: { limit: number; offset: number }) {
+  let query = db.selectFrom('upgrade_tasks');
+  if (filter.firmwareId) query = query.where('firmware_id', '=', filter.firmwareId);
+  if (filter.productId) query = query.where('product_id', '=', filter.productId);
+  if (filter.state) query = query.where('state', '=', filter.state);
+  const [rows, count] = await Promise.all([
+    query.selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit).offset(page.offset).execute(),
+    query.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow(),
+  ]);
+  return { rows, total: Number(count.total) };
+}
+
+export async function updateTask(db: Db, id: string, changes: TaskChanges): Promise<TaskRow | undefined> {
+  return db
+    .updateTable('upgrade_tasks')
+    .set({
+      ...(changes.name !== undefined ? { name: changes.name } : {}),
+      ...(changes.description !== undefined ? { description: changes.description } : {}),
+      ...(changes.timeoutSeconds !== undefined ? { timeout_seconds: changes.timeoutSeconds } : {}),
+      ...(changes.responseTimeoutSeconds !== undefined ? { response_timeout_seconds: changes.responseTimeoutSeconds } : {}),
+      ...(changes.retry !== undefined ? { retry: JSON.stringify(changes.retry) } : {}),
+      ...(changes.rollout !== undefined ? { rollout: JSON.stringify(changes.rollout) } : {}),
+      ...(changes.abort !== undefined ? { abort: changes.abort ? JSON.stringify(changes.abort) : null } : {}),
+      ...(changes.startAt !== undefined ? { start_at: changes.startAt } : {}),
+      updated_at: sql`now()`,
+    })
+    .where('id', '=', id)
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/** Deletes a task with no waiting or processing records; 'active' when it has some. */
+export async function deleteIdleTask(db: Db, id: string): Promise<'deleted' | 'active' | 'not_found'> {
+  const result = await db
+    .deleteFrom('upgrade_tasks')
+    .where('id', '=', id)
+    .where('waiting', '=', 0)
+    .where('processing', '=', 0)
+    .executeTakeFirst();
+  if (Number(result.numDeletedRows) > 0) return 'deleted';
+  return (await findTask(db, id)) ? 'active' : 'not_found';
+}
+
+/** Moves a task to `to` if it is in one of `from`; the updated row, or undefined if it was not. */
+export async function moveTaskState(db: Db, id: string, from: readonly TaskState[], to: TaskState): Promise<TaskRow | undefined> {
+  return db
+    .updateTable('upgrade_tasks')
+    .set({ state: to, updated_at: sql`now()` })
+    .where('id', '=', id)
+    .where('state', 'in', [...from])
+    .returningAll()
+    .executeTakeFirst();
+}
+
+/**
+ * Puts a task's records in `states` (optionally some devices only) back to `waiting` with their
+ * attempts reset, and marks them to be pushed when the task pushes. A device with an active upgrade
+ * elsewhere is left as it is. Returns how many records were reopened.
+ */
+export async function reopenRecords(
+  db: Db,
+  taskId: string,
+  options: { states: RecordState[]; deviceIds?: string[]; push: boolean },
+): Promise<number> {
+  const deviceFilter = options.deviceIds ? sql`AND r.device_id = ANY(${options.deviceIds}::text[])` : sql``;
+  const { rows } = await sql<{ id: number; from_state: RecordState }>`
+    WITH target AS (
+      SELECT r.id, r.state FROM upgrade_records r
+      WHERE r.task_id = ${taskId} AND r.state = ANY(${options.states}::text[]) ${deviceFilter}
+        AND NOT EXISTS (SELECT 1 FROM upgrade_records o
+                        WHERE o.device_id = r.device_id AND o.state IN ('waiting', 'processing'))
+      FOR UPDATE
+    ), reopened AS (
+      UPDATE upgrade_records r SET state = 'waiting', attempts = 0, progress = 0, error_reason = NULL,
+        message_id = NULL, started_at = NULL, attempt_started_at = NULL, deadline_at = NULL,
+        response_deadline_at = NULL, retry_at = NULL, last_message_at = NULL, completed_at = NULL,
+        queued_at = NULL, push_requested = ${options.push}, revision = r.revision + 1, updated_at = now()
+      FROM target WHERE r.id = target.id
+      RETURNING r.id, target.state AS from_state
+    ), noted AS (
+      INSERT INTO record_events (record_id, type, attempt, message)
+      SELECT id, 'retry', 0, 'reopened by an operator (was ' || from_state || ')' FROM reopened
+    )
+    SELECT id, from_state FROM reopened`.execute(db);
+  if (rows.length === 0) return 0;
+  const delta: Partial<Record<RecordState, number>> = { waiting: rows.length };
+  for (const row of rows) delta[row.from_state] = (delta[row.from_state] ?? 0) - 1;
+  await addTaskCounters(db, new Map([[taskId, delta]]));
+  return rows.length;
+}
+
+export interface TaskRecordFilter {
+  state?: RecordState;
+  deviceId?: string;
+}
+
+export async function listTaskRecords(db: Db, taskId: string, filter: TaskRecordFilter, page: { limit: number; offset: number }) {
+  let query = db.selectFrom('upgrade_records').where('task_id', '=', taskId);
+  if (filter.state) query = query.where('state', '=', filter.state);
+  if (filter.deviceId) query = query.where('device_id', '=', filter.deviceId);
+  const [rows, count] = await Promise.all([
+    query.selectAll().orderBy('id').limit(page.limit).offset(page.offset).execute(),
+    query.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow(),
+  ]);
+  return { rows, total: Number(count.total) };
+}

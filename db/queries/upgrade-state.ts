@@ -1,0 +1,118 @@
+// Loads upgrade records together with their task's policy, in the shape the record state machine
+// reads, for many records or devices in one query.
+import { sql } from 'kysely';
+import type { Db } from '../connection.ts';
+import type { RecordSnapshot, RecordState, UpgradePolicy } from '../../core/record-machine.ts';
+import type { RetryPolicy, RolloutLimits, TaskState } from '../database.ts';
+
+export interface UpgradeState {
+  id: number;
+  taskId: string;
+  firmwareId: string;
+  deviceId: string;
+  productId: string;
+  revision: number;
+  queued: boolean;
+  dispatches: number;
+  taskState: TaskState;
+  rollout: RolloutLimits;
+  policy: UpgradePolicy;
+  snapshot: RecordSnapshot;
+}
+
+interface Row {
+  id: number;
+  task_id: string;
+  firmware_id: string;
+  device_id: string;
+  product_id: string;
+  revision: number;
+  queued_at: Date | null;
+  dispatches: number;
+  state: RecordState;
+  target_version: string;
+  attempts: number;
+  progress: number;
+  error_reason: string | null;
+  message_id: string | null;
+  started_at: Date | null;
+  attempt_started_at: Date | null;
+  deadline_at: Date | null;
+  response_deadline_at: Date | null;
+  retry_at: Date | null;
+  last_message_at: Date | null;
+  completed_at: Date | null;
+  task_state: TaskState;
+  mode: 'push' | 'pull';
+  timeout_seconds: number;
+  response_timeout_seconds: number | null;
+  retry: RetryPolicy;
+  rollout: RolloutLimits;
+}
+
+const ms = (value: Date | null): number | null => (value === null ? null : value.getTime());
+
+function toUpgradeState(row: Row): UpgradeState {
+  return {
+    id: row.id,
+    taskId: row.task_id,
+    firmwareId: row.firmware_id,
+    deviceId: row.device_id,
+    productId: row.product_id,
+    revision: row.revision,
+    queued: row.queued_at !== null,
+    dispatches: row.dispatches,
+    taskState: row.task_state,
+    rollout: row.rollout ?? {},
+    policy: {
+      mode: row.mode,
+      timeoutSeconds: row.timeout_seconds,
+      responseTimeoutSeconds: row.response_timeout_seconds,
+      retry: row.retry,
+    },
+    snapshot: {
+      state: row.state,
+      targetVersion: row.target_version,
+      attempts: row.attempts,
+      progress: row.progress,
+      errorReason: row.error_reason,
+      messageId: row.message_id,
+      startedAt: ms(row.started_at),
+      attemptStartedAt: ms(row.attempt_started_at),
+      deadlineAt: ms(row.deadline_at),
+      responseDeadlineAt: ms(row.response_deadline_at),
+      retryAt: ms(row.retry_at),
+      lastMessageAt: ms(row.last_message_at),
+      completedAt: ms(row.completed_at),
+    },
+  };
+}
+
+const COLUMNS = sql`
+  r.id, r.task_id, r.firmware_id, r.device_id, r.product_id, r.revision, r.queued_at, r.dispatches,
+  r.state, r.target_version, r.attempts, r.progress, r.error_reason, r.message_id, r.started_at,
+  r.attempt_started_at, r.deadline_at, r.response_deadline_at, r.retry_at, r.last_message_at,
+  r.completed_at, t.state AS task_state, t.mode, t.timeout_seconds, t.response_timeout_seconds, t.retry, t.rollout`;
+
+export async function loadUpgradeStatesByIds(db: Db, ids: readonly number[]): Promise<Map<number, UpgradeState>> {
+  if (ids.length === 0) return new Map();
+  const { rows } = await sql<Row>`
+    SELECT ${COLUMNS}
+    FROM upgrade_records r JOIN upgrade_tasks t ON t.id = r.task_id
+    WHERE r.id = ANY(${[...ids]}::bigint[])`.execute(db);
+  return new Map(rows.map((row) => [row.id, toUpgradeState(row)]));
+}
+
+/**
+ * For each device, the record a device message is about: its active (waiting or processing)
+ * record if it has one, otherwise its most recent record, so late messages land on its timeline.
+ */
+export async function loadUpgradeStatesByDevices(db: Db, deviceIds: readonly string[]): Promise<Map<string, UpgradeState>> {
+  if (deviceIds.length === 0) return new Map();
+  const { rows } = await sql<Row>`
+    SELECT DISTINCT ON (r.device_id) ${COLUMNS}
+    FROM upgrade_records r JOIN upgrade_tasks t ON t.id = r.task_id
+    WHERE r.device_id = ANY(${[...new Set(deviceIds)]}::text[])
+    ORDER BY r.device_id, (r.state IN ('waiting', 'processing')) DESC, r.id DESC`.execute(db);
+  return new Map(rows.map((row) => [row.device_id, toUpgradeState(row)]));
+}

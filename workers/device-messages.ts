@@ -1,0 +1,230 @@
+// Device messages in: each is validated (a bad one is refused, logged and counted, and changes
+// nothing), then applied in batches — one read of the records concerned, the state machine per
+// message in arrival order, one guarded write — and the jobs of records that changed are woken.
+import type { Logger } from 'pino';
+import {
+  decodeDeviceMessage,
+  isRefusal,
+  type DeviceMessage,
+  type IncomingDeviceMessage,
+  type ProgressMessage,
+  type ReadFirmwareReplyMessage,
+  type ReportFirmwareMessage,
+  type RefusalReason,
+  type RequestFirmwareMessage,
+  type UpgradeReplyMessage,
+} from '../core/messages.ts';
+import { isFinal, transition, type RecordInput, type TimelineEvent } from '../core/record-machine.ts';
+import { upgradeJobId } from '../core/jobs.ts';
+import type { Db } from '../db/connection.ts';
+import { loadUpgradeStatesByDevices, type UpgradeState } from '../db/queries/upgrade-state.ts';
+import { applyRecordChanges, type RecordChange, type RecordNote } from '../db/queries/record-changes.ts';
+import { applyFirmwareReports, knownDevices } from '../db/queries/firmware-reports.ts';
+import type { DeviceMessageOutcome } from '../protocols/connector.ts';
+import type { Metrics } from '../service/metrics.ts';
+import { Batcher } from './batcher.ts';
+import type { JobWaker } from './job-waker.ts';
+import type { TaskSupervisor } from './task-supervisor.ts';
+
+type RecordMessage = ProgressMessage | UpgradeReplyMessage | ReportFirmwareMessage | ReadFirmwareReplyMessage;
+
+/** Handles what the record batcher does not: pull requests, and replies to reads. */
+export interface DeviceRequestHandlers {
+  requestFirmware?(message: RequestFirmwareMessage): Promise<DeviceMessageOutcome>;
+  readReply?(message: ReadFirmwareReplyMessage): void;
+}
+
+export interface DeviceMessageServiceDeps {
+  db: Db;
+  waker: JobWaker;
+  supervisor: TaskSupervisor;
+  metrics: Metrics;
+  logger: Logger;
+  handlers?: DeviceRequestHandlers;
+}
+
+const STALE_RETRIES = 5;
+
+export class DeviceMessageService {
+  private readonly deps: DeviceMessageServiceDeps;
+  private readonly batcher: Batcher<RecordMessage, DeviceMessageOutcome>;
+
+  constructor(deps: DeviceMessageServiceDeps) {
+    this.deps = deps;
+    this.batcher = new Batcher((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 2 });
+  }
+
+  /** Validates and applies one message; never throws for bad input. */
+  async receive(incoming: IncomingDeviceMessage): Promise<DeviceMessageOutcome> {
+    const decoded = decodeDeviceMessage(incoming);
+    if (isRefusal(decoded)) {
+      return this.refuse(decoded.messageType ?? incoming.messageType ?? 'unknown', decoded.reason, decoded.detail, decoded.deviceId ?? incoming.deviceId, incoming.source);
+    }
+    try {
+      return await this.dispatch(decoded);
+    } catch (err) {
+      this.deps.logger.error({ err, messageType: decoded.messageType, deviceId: decoded.deviceId }, 'device message not applied');
+      this.deps.metrics.deviceMessages.inc({ type: decoded.messageType, result: 'error', reason: 'internal_error' });
+      return { accepted: false, code: 'internal_error', message: 'the message could not be applied; send it again' };
+    }
+  }
+
+  private async dispatch(message: DeviceMessage): Promise<DeviceMessageOutcome> {
+    let outcome: DeviceMessageOutcome;
+    if (message.messageType === 'REQUEST_FIRMWARE') {
+      const handler = this.deps.handlers?.requestFirmware;
+      outcome = handler ? await handler(message) : { accepted: false, code: 'not_supported', message: 'pull upgrades are not handled here' };
+    } else {
+      outcome = await this.batcher.add(message);
+      if (outcome.accepted && message.messageType === 'READ_FIRMWARE_REPLY') this.deps.handlers?.readReply?.(message);
+    }
+    if (!outcome.accepted && outcome.code) {
+      return this.refuse(message.messageType, outcome.code as RefusalReason, outcome.message ?? outcome.code, message.deviceId);
+    }
+    this.deps.metrics.deviceMessages.inc({ type: message.messageType, result: outcome.code === 'ignored' ? 'ignored' : 'accepted', reason: '' });
+    return outcome;
+  }
+
+  private refuse(type: string, reason: string, detail: string, deviceId?: string, source?: string): DeviceMessageOutcome {
+    this.deps.metrics.deviceMessages.inc({ type, result: 'refused', reason });
+    this.deps.logger.warn({ messageType: type, deviceId, reason, detail, source }, 'device message refused');
+    return { accepted: false, code: reason, message: detail };
+  }
+
+  /** One batch: device reports first, then every record message through the state machine. */
+  private async applyBatch(messages: RecordMessage[]): Promise<DeviceMessageOutcome[]> {
+    const outcomes: Array<DeviceMessageOutcome | undefined> = new Array(messages.length);
+    const reportIndexes = messages.flatMap((m, i) => (m.messageType === 'REPORT_FIRMWARE' || m.messageType === 'READ_FIRMWARE_REPLY' ? [i] : []));
+    const reportOutcomes = await applyFirmwareReports(
+      this.deps.db,
+      reportIndexes.map((i) => {
+        const m = messages[i] as ReportFirmwareMessage | ReadFirmwareReplyMessage;
+        return { deviceId: m.deviceId, productId: m.productId, version: m.version, properties: m.properties, timestamp: m.timestamp };
+      }),
+    );
+    reportIndexes.forEach((messageIndex, k) => {
+      const result = reportOutcomes[k];
+      if (result === 'stale') outcomes[messageIndex] = { accepted: false, code: 'stale_report', message: 'an equal or newer report is already stored' };
+      if (result === 'unknown_device') outcomes[messageIndex] = { accepted: false, code: 'unknown_device', message: `device ${messages[messageIndex]!.deviceId} is not registered and the report names no product` };
+    });
+
+    let pending = messages.map((_, i) => i).filter((i) => outcomes[i] === undefined);
+    for (let round = 0; pending.length > 0; round += 1) {
+      if (round > STALE_RETRIES) {
+        for (const i of pending) outcomes[i] = { accepted: false, code: 'internal_error', message: 'record kept changing; send again' };
+        break;
+      }
+      pending = await this.applyToRecords(messages, pending, outcomes);
+    }
+    return outcomes.map((outcome) => outcome ?? { accepted: true });
+  }
+
+  /** Applies messages[indexes] to their records; returns the indexes to try again (raced). */
+  private async applyToRecords(
+    messages: RecordMessage[],
+    indexes: number[],
+    outcomes: Array<DeviceMessageOutcome | undefined>,
+  ): Promise<number[]> {
+    const deviceIds = [...new Set(indexes.map((i) => messages[i]!.deviceId))];
+    const states = await loadUpgradeStatesByDevices(this.deps.db, deviceIds);
+    const missing = deviceIds.filter((id) => !states.has(id));
+    const known = missing.length > 0 ? await knownDevices(this.deps.db, missing) : new Set<string>();
+
+    const working = new Map<string, { original: UpgradeState; current: UpgradeState; events: TimelineEvent[]; wake: boolean }>();
+    const notes: RecordNote[] = [];
+    const touched = new Map<string, number[]>();
+
+    for (const i of indexes) {
+      const message = messages[i]!;
+      const isReport = message.messageType === 'REPORT_FIRMWARE' || message.messageType === 'READ_FIRMWARE_REPLY';
+      const entry = working.get(message.deviceId);
+      const state = entry?.current ?? states.get(message.deviceId);
+      if (!state) {
+        if (isReport) outcomes[i] = { accepted: true };
+        else if (!known.has(message.deviceId)) outcomes[i] = { accepted: false, code: 'unknown_device', message: `device ${message.deviceId} is not registered` };
+        else outcomes[i] = { accepted: false, code: 'no_active_upgrade', message: `device ${message.deviceId} has no upgrade` };
+        continue;
+      }
+      if (message.messageType === 'UPGRADE_FIRMWARE_PROGRESS' && message.version !== state.snapshot.targetVersion) {
+        outcomes[i] = {
+          accepted: false,
+          code: 'version_mismatch',
+          message: `progress for version ${message.version}, but device ${message.deviceId} is upgrading to ${state.snapshot.targetVersion}`,
+        };
+        continue;
+      }
+      if (!isFinal(state.snapshot.state) && state.snapshot.state === 'waiting' && !isReport) {
+        outcomes[i] = { accepted: false, code: 'not_started', message: `the upgrade of device ${message.deviceId} has not been sent yet` };
+        continue;
+      }
+      const result = transition(state.snapshot, toInput(message, Date.now()), state.policy);
+      if (!result.changed) {
+        for (const event of result.events) notes.push({ recordId: state.id, event });
+        outcomes[i] = result.events.some((e) => e.type === 'ignored') ? { accepted: true, code: 'ignored', message: result.events[0]!.message } : { accepted: true };
+        continue;
+      }
+      const next = { ...state, snapshot: result.record };
+      if (entry) {
+        entry.current = next;
+        entry.events.push(...result.events);
+        entry.wake ||= result.wakeJob;
+      } else {
+        working.set(message.deviceId, { original: state, current: next, events: [...result.events], wake: result.wakeJob });
+      }
+      const ignored = result.events.every((e) => e.type === 'ignored');
+      outcomes[i] = ignored ? { accepted: true, code: 'ignored', message: result.events[0]?.message } : { accepted: true };
+      const list = touched.get(message.deviceId) ?? [];
+      list.push(i);
+      touched.set(message.deviceId, list);
+    }
+
+    const changes: RecordChange[] = [...working.values()].map(({ original, current, events }) => ({
+      id: original.id,
+      taskId: original.taskId,
+      deviceId: original.deviceId,
+      revision: original.revision,
+      fromState: original.snapshot.state,
+      record: current.snapshot,
+      events,
+    }));
+    const { applied, stale } = await applyRecordChanges(this.deps.db, changes, notes);
+
+    const wake: string[] = [];
+    const finishedTasks = new Set<string>();
+    for (const change of applied) {
+      const entry = working.get(change.deviceId)!;
+      const jobId = upgradeJobId(change.id, entry.original.dispatches);
+      if (entry.wake) wake.push(jobId);
+      else if (change.record.state === 'processing') this.deps.waker.mirrorProgress(jobId, change.record.progress);
+      if (isFinal(change.record.state)) finishedTasks.add(change.taskId);
+    }
+    this.deps.waker.wake(wake);
+    this.deps.supervisor.touch(finishedTasks);
+
+    const retry: number[] = [];
+    for (const change of stale) retry.push(...(touched.get(change.deviceId) ?? []));
+    return retry;
+  }
+}
+
+function toInput(message: RecordMessage, now: number): RecordInput {
+  switch (message.messageType) {
+    case 'UPGRADE_FIRMWARE_PROGRESS':
+      return {
+        type: 'progress',
+        now,
+        version: message.version,
+        progress: message.progress,
+        complete: message.complete,
+        success: message.success,
+        errorReason: message.errorReason,
+      };
+    case 'UPGRADE_FIRMWARE_REPLY':
+      return message.success
+        ? { type: 'ack', now, messageId: message.messageId }
+        : { type: 'reject', now, messageId: message.messageId, message: message.message ?? message.code };
+    case 'REPORT_FIRMWARE':
+    case 'READ_FIRMWARE_REPLY':
+      return { type: 'report', now, version: message.version };
+  }
+}

@@ -1,0 +1,112 @@
+// Everything a worker process runs: the BullMQ worker of upgrade jobs, the dispatcher, the device
+// message intake, and the helpers they share (record store, job waker, task supervisor).
+import { Worker, type Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import type { Config } from '../core/config.ts';
+import { UPGRADE_QUEUE, type UpgradeJobData } from '../core/jobs.ts';
+import { isFinal } from '../core/record-machine.ts';
+import type { Db } from '../db/connection.ts';
+import type { Connector } from '../protocols/connector.ts';
+import type { Metrics } from '../service/metrics.ts';
+import { DeviceMessageService, type DeviceRequestHandlers } from './device-messages.ts';
+import { Dispatcher, type DispatcherOptions } from './dispatcher.ts';
+import { listenForDispatch } from './dispatch-signal.ts';
+import type { FirmwareOffers } from './firmware-offers.ts';
+import { JobWaker } from './job-waker.ts';
+import { RecordStore } from './record-store.ts';
+import { SendRateLimiter } from './send-rate-limiter.ts';
+import { TaskSupervisor } from './task-supervisor.ts';
+import { createUpgradeProcessor, type UpgradeJobResult } from './upgrade-processor.ts';
+import { UPGRADE_JOB_OPTIONS, createRedis } from './upgrade-queue.ts';
+
+export interface WorkerRuntimeDeps {
+  config: Config;
+  logger: Logger;
+  db: Db;
+  redis: Redis;
+  queue: Queue<UpgradeJobData>;
+  connector: Connector;
+  metrics: Metrics;
+  offers: FirmwareOffers;
+  handlers?: DeviceRequestHandlers;
+  dispatcher?: DispatcherOptions;
+}
+
+export interface WorkerRuntime {
+  messages: DeviceMessageService;
+  dispatcher: Dispatcher;
+  worker: Worker<UpgradeJobData, UpgradeJobResult>;
+  waker: JobWaker;
+  supervisor: TaskSupervisor;
+  stop(): Promise<void>;
+}
+
+export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<WorkerRuntime> {
+  const { config, logger, db, queue, metrics } = deps;
+  const store = new RecordStore(db);
+  const waker = new JobWaker(queue, logger);
+  const supervisor = new TaskSupervisor(db, queue, logger);
+  const rateLimiter = new SendRateLimiter(deps.redis, config.queuePrefix);
+  const dispatcher = new Dispatcher(db, queue, rateLimiter, logger, deps.dispatcher);
+
+  store.onApplied = (changes) => {
+    const finished = new Set<string>();
+    for (const change of changes) {
+      if (isFinal(change.record.state)) {
+        finished.add(change.taskId);
+        if (change.record.startedAt !== null && change.record.completedAt !== null) {
+          metrics.completionLatency.observe({ state: change.record.state }, (change.record.completedAt - change.record.startedAt) / 1000);
+        }
+      }
+    }
+    supervisor.touch(finished);
+  };
+
+  const processor = createUpgradeProcessor({
+    store,
+    connector: deps.connector,
+    offers: deps.offers,
+    rateLimiter,
+    logger,
+    onSent: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'ok' }),
+    onSendError: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'error' }),
+  });
+
+  const workerConnection = createRedis(config.redisUrl);
+  const worker = new Worker<UpgradeJobData, UpgradeJobResult>(UPGRADE_QUEUE, processor, {
+    connection: workerConnection,
+    prefix: config.queuePrefix,
+    concurrency: config.workerConcurrency,
+    removeOnComplete: UPGRADE_JOB_OPTIONS.removeOnComplete as { age: number; count: number },
+    removeOnFail: UPGRADE_JOB_OPTIONS.removeOnFail as { age: number; count: number },
+    // a step never runs long; a job whose worker died is picked up again quickly
+    lockDuration: 30_000,
+    stalledInterval: 15_000,
+    maxStalledCount: 100,
+  });
+  worker.on('error', (err) => logger.warn({ err: err.message }, 'upgrade worker error'));
+
+  const messages = new DeviceMessageService({ db, waker, supervisor, metrics, logger, handlers: deps.handlers });
+  await deps.connector.start((incoming) => messages.receive(incoming));
+
+  const subscriber = createRedis(config.redisUrl);
+  const unsubscribe = await listenForDispatch(subscriber, config.queuePrefix, () => dispatcher.poke());
+  dispatcher.start();
+
+  return {
+    messages,
+    dispatcher,
+    worker,
+    waker,
+    supervisor,
+    async stop() {
+      await unsubscribe();
+      await dispatcher.stop();
+      await worker.close();
+      await waker.stop();
+      await supervisor.stop();
+      workerConnection.disconnect();
+    },
+  };
+}
