@@ -19,6 +19,7 @@ import deviceRoutes from './routes/devices.ts';
 import taskRoutes from './routes/tasks.ts';
 import recordRoutes from './routes/records.ts';
 import { TaskService } from './services/task-service.ts';
+import { mountBullBoard } from '../dashboards/bull-board.ts';
 import type { Queue } from 'bullmq';
 import type { DispatchSignal } from '../workers/dispatch-signal.ts';
 
@@ -75,6 +76,7 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
   await app.register(swagger);
   await app.register(auth, { apiKeys: context.config.apiKeys });
 
+  await mountBullBoard(app, [context.queue]);
   await app.register(healthRoutes);
   await app.register(firmwareFileRoutes);
   await app.register(async (api) => {

@@ -1,0 +1,92 @@
+// `npm run simulate -- --devices N --product P [...]`: a simulated fleet over MQTT (CONTRACT §1).
+// With --api and --api-key it also registers the devices with Otter first.
+import { parseArgs } from 'node:util';
+import { Fleet, fleetDeviceIds } from './fleet.ts';
+import { verifyDownload } from './download.ts';
+
+const { values } = parseArgs({
+  options: {
+    devices: { type: 'string', default: '100' },
+    product: { type: 'string', default: 'demo-product' },
+    prefix: { type: 'string' },
+    'fail-rate': { type: 'string', default: '0' },
+    'silent-rate': { type: 'string', default: '0' },
+    'reject-rate': { type: 'string', default: '0' },
+    'progress-steps': { type: 'string', default: '3' },
+    'step-ms': { type: 'string', default: '500' },
+    version: { type: 'string', default: '1.0.0' },
+    pull: { type: 'boolean', default: false },
+    seed: { type: 'string', default: 'otter' },
+    'mqtt-url': { type: 'string', default: process.env.MQTT_URL ?? 'mqtt://127.0.0.1:1883' },
+    api: { type: 'string', description: 'Otter base URL: register the devices first' },
+    'api-key': { type: 'string', default: process.env.API_KEYS?.split(',')[0] },
+    help: { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+
+if (values.help) {
+  process.stdout.write(`usage: npm run simulate -- --devices N --product P [--fail-rate 0.02] [--silent-rate 0.01]
+  [--reject-rate 0] [--progress-steps 3] [--step-ms 500] [--version 1.0.0] [--pull] [--seed s]
+  [--mqtt-url mqtt://127.0.0.1:1883] [--api http://localhost:3000 --api-key KEY]
+`);
+  process.exit(0);
+}
+
+function rate(name: string, raw: string | undefined): number {
+  const value = Number(raw);
+  if (!Number.isFinite(value) || value < 0 || value > 1) {
+    process.stderr.write(`simulate: --${name} must be a number from 0 to 1\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
+const count = Number(values.devices);
+if (!Number.isInteger(count) || count < 1 || count > 1_000_000) {
+  process.stderr.write('simulate: --devices must be an integer from 1 to 1,000,000\n');
+  process.exit(2);
+}
+const productId = values.product!;
+const deviceIds = fleetDeviceIds(values.prefix ?? productId, count);
+
+if (values.api) {
+  for (let i = 0; i < deviceIds.length; i += 10_000) {
+    const response = await fetch(`${values.api.replace(/\/$/, '')}/api/devices`, {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${values['api-key'] ?? ''}` },
+      body: JSON.stringify({ devices: deviceIds.slice(i, i + 10_000).map((id) => ({ id, productId, firmwareVersion: values.version })) }),
+    });
+    if (!response.ok) {
+      process.stderr.write(`simulate: registering devices failed: ${response.status} ${await response.text()}\n`);
+      process.exit(1);
+    }
+  }
+}
+
+const fleet = new Fleet({
+  mqttUrl: values['mqtt-url']!,
+  username: process.env.MQTT_USERNAME,
+  password: process.env.MQTT_PASSWORD,
+  productId,
+  deviceIds,
+  failRate: rate('fail-rate', values['fail-rate']),
+  silentRate: rate('silent-rate', values['silent-rate']),
+  rejectRate: rate('reject-rate', values['reject-rate']),
+  progressSteps: Number(values['progress-steps']),
+  stepMs: Number(values['step-ms']),
+  version: values.version,
+  pull: values.pull,
+  seed: values.seed,
+  verifyDownload,
+});
+await fleet.start();
+process.stdout.write(`simulating ${count} devices of product ${productId} on ${values['mqtt-url']} (Ctrl-C to stop)\n`);
+
+const timer = setInterval(() => process.stdout.write(`${JSON.stringify({ at: new Date().toISOString(), ...fleet.stats })}\n`), 5_000);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    clearInterval(timer);
+    void fleet.stop().then(() => process.exit(0));
+  });
+}
