@@ -18,10 +18,16 @@ import firmwareFileRoutes from './routes/firmware-files.ts';
 import deviceRoutes from './routes/devices.ts';
 import taskRoutes from './routes/tasks.ts';
 import recordRoutes from './routes/records.ts';
+import deviceMessageRoutes from './routes/device-messages.ts';
+import deviceFirmwareReadRoutes from './routes/device-firmware-read.ts';
 import { TaskService } from './services/task-service.ts';
 import { mountBullBoard } from '../dashboards/bull-board.ts';
 import type { Queue } from 'bullmq';
 import type { DispatchSignal } from '../workers/dispatch-signal.ts';
+import type { DeviceMessageService } from '../workers/device-messages.ts';
+import type { ReadReplyWaiters } from '../workers/read-replies.ts';
+import type { Connector } from '../protocols/connector.ts';
+import type { Metrics } from '../service/metrics.ts';
 
 export interface ApiContext {
   config: Config;
@@ -32,6 +38,12 @@ export interface ApiContext {
   /** The upgrade queue: the API removes jobs of canceled records and shows it in bull-board. */
   queue: Queue;
   dispatchSignal: DispatchSignal;
+  /** Device messages posted by platforms that terminate device protocols themselves. */
+  messages: DeviceMessageService;
+  /** Sends ReadFirmwareMessage; its replies come back through readWaiters. */
+  connector: Connector;
+  readWaiters: ReadReplyWaiters;
+  metrics: Metrics;
 }
 
 declare module 'fastify' {
@@ -42,6 +54,10 @@ declare module 'fastify' {
     storage: FirmwareStorage;
     tasks: TaskService;
     dispatchSignal: DispatchSignal;
+    messages: DeviceMessageService;
+    connector: Connector;
+    readWaiters: ReadReplyWaiters;
+    metrics: Metrics;
   }
 }
 
@@ -61,6 +77,10 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
   app.decorate('storage', context.storage);
   app.decorate('tasks', new TaskService(context.db, context.queue, context.dispatchSignal));
   app.decorate('dispatchSignal', context.dispatchSignal);
+  app.decorate('messages', context.messages);
+  app.decorate('connector', context.connector);
+  app.decorate('readWaiters', context.readWaiters);
+  app.decorate('metrics', context.metrics);
 
   // one log line per request, at debug (CONTRACT §9)
   app.addHook('onResponse', async (request, reply) => {
@@ -89,6 +109,8 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
     await api.register(deviceRoutes);
     await api.register(taskRoutes);
     await api.register(recordRoutes);
+    await api.register(deviceMessageRoutes);
+    await api.register(deviceFirmwareReadRoutes);
   }, { prefix: '/api' });
 
   return app;

@@ -12,7 +12,7 @@
 //  - `ready()` (optional): reject when the transport is not usable, for /health/ready.
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.ts';
-import type { IncomingDeviceMessage, OutgoingDeviceMessage } from '../core/messages.ts';
+import type { IncomingDeviceMessage, OutgoingDeviceMessage, RequestFirmwareReply } from '../core/messages.ts';
 
 export type { IncomingDeviceMessage, OutgoingDeviceMessage } from '../core/messages.ts';
 
@@ -20,6 +20,8 @@ export interface DeviceMessageOutcome {
   accepted: boolean;
   code?: string;
   message?: string;
+  /** For a REQUEST_FIRMWARE received through the REST API: the RequestFirmwareMessageReply. */
+  reply?: RequestFirmwareReply;
 }
 
 export type DeviceMessageListener = (message: IncomingDeviceMessage) => Promise<DeviceMessageOutcome>;

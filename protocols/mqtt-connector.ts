@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import os from 'node:os';
 import mqtt, { type MqttClient } from 'mqtt';
 import type { Connector, ConnectorContext, DeviceMessageListener, OutgoingDeviceMessage } from './connector.ts';
-import { inboundSubscriptions, outboundTopic, parseInboundTopic } from './mqtt-topics.ts';
+import { inboundSubscriptions, isOutboundTopic, outboundTopic, parseInboundTopic } from './mqtt-topics.ts';
 import { parseJson } from '../core/messages.ts';
 
 export const SHARE_GROUP = 'otter';
@@ -41,6 +41,8 @@ export class MqttConnector implements Connector {
 
     client.on('message', (topic, payload) => {
       const parsed = parseInboundTopic(topic);
+      // shared subscriptions cannot use noLocal: what the platform sends comes back; skip it
+      if (!parsed && isOutboundTopic(topic)) return;
       if (!parsed) {
         void onDeviceMessage({ messageType: undefined, body: undefined, transportError: 'unknown_topic', source: topic });
         return;

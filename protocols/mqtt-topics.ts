@@ -15,9 +15,21 @@ const OUTBOUND_SUFFIXES: Record<OutboundMessageType, string> = {
   READ_FIRMWARE: 'firmware/read',
 };
 
-/** Topic filters the platform subscribes to, as shared subscriptions of `group`. */
+/**
+ * Topic filters the platform subscribes to, as shared subscriptions of `group`: every firmware
+ * topic, so a message on an unknown one is refused and counted (CONTRACT §5) rather than never
+ * seen. The platform's own outbound messages come back through it too; see isOutboundTopic.
+ */
 export function inboundSubscriptions(group: string): string[] {
-  return Object.keys(INBOUND_SUFFIXES).map((suffix) => `$share/${group}//+/+/${suffix}`);
+  return [`$share/${group}//+/+/firmware/#`];
+}
+
+/** A platform → device topic: the platform's own message, received back through its subscription. */
+export function isOutboundTopic(topic: string): boolean {
+  const parts = topic.split('/');
+  if (parts.length < 5 || parts[0] !== '') return false;
+  const suffix = parts.slice(3).join('/');
+  return Object.values(OUTBOUND_SUFFIXES).includes(suffix);
 }
 
 export function outboundTopic(messageType: OutboundMessageType, productId: string, deviceId: string): string {

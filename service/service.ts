@@ -13,6 +13,11 @@ import type { Connector } from '../protocols/connector.ts';
 import { loadConnector } from '../protocols/load-connector.ts';
 import { RedisDispatchSignal } from '../workers/dispatch-signal.ts';
 import { FirmwareOffers } from '../workers/firmware-offers.ts';
+import { DeviceMessageService } from '../workers/device-messages.ts';
+import { JobWaker } from '../workers/job-waker.ts';
+import { PullRequests } from '../workers/pull-requests.ts';
+import { ReadReplyPublisher, ReadReplyWaiters } from '../workers/read-replies.ts';
+import { TaskSupervisor } from '../workers/task-supervisor.ts';
 import { createRedis, createUpgradeQueue } from '../workers/upgrade-queue.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../workers/worker-runtime.ts';
 import type { DispatcherOptions } from '../workers/dispatcher.ts';
@@ -31,6 +36,7 @@ export interface Otter {
   connector: Connector;
   app?: FastifyInstance;
   workers?: WorkerRuntime;
+  messages: DeviceMessageService;
   stop(): Promise<void>;
 }
 
@@ -69,18 +75,40 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
   }
 
   const offers = new FirmwareOffers(db, config);
+  const waker = new JobWaker(queue, logger);
+  const supervisor = new TaskSupervisor(db, queue, logger);
+  const pulls = new PullRequests(db, queue, offers, logger);
+  const readReplies = new ReadReplyPublisher(redis, config.queuePrefix);
+  // device messages arrive through the connector (worker processes) and the REST API (any process)
+  const messages = new DeviceMessageService({
+    db,
+    waker,
+    supervisor,
+    metrics,
+    logger,
+    connector,
+    handlers: {
+      requestFirmware: (message) => pulls.answer(message),
+      readReply: (message) =>
+        readReplies.publish({ messageId: message.messageId, deviceId: message.deviceId, version: message.version, properties: message.properties }),
+    },
+  });
+
   let workers: WorkerRuntime | undefined;
   if (runsWorkers) {
-    workers = await startWorkerRuntime({ config, logger, db, redis, queue, connector, metrics, offers, dispatcher: options.dispatcher });
+    workers = await startWorkerRuntime({ config, logger, db, redis, queue, connector, metrics, offers, messages, waker, supervisor, dispatcher: options.dispatcher });
   } else {
     await connector.start(async () => ({ accepted: false, code: 'not_receiving' }));
   }
 
   let app: FastifyInstance | undefined;
+  let readWaiters: ReadReplyWaiters | undefined;
   if (config.role !== 'worker') {
     if (config.apiKeyGenerated) {
       logger.warn({ apiKey: config.apiKeys[0] }, 'API_KEYS is not set: generated this API key for this process');
     }
+    readWaiters = new ReadReplyWaiters(createRedis(config.redisUrl), config.queuePrefix);
+    await readWaiters.start();
     app = await buildApp({
       config,
       logger,
@@ -89,6 +117,10 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
       storage: new FirmwareStorage(config.storageDir, config.firmwareMaxBytes),
       queue,
       dispatchSignal: new RedisDispatchSignal(redis, config.queuePrefix),
+      messages,
+      connector,
+      readWaiters,
+      metrics,
     });
     if (options.listen !== false) await app.listen({ port: config.port, host: config.host });
     else await app.ready();
@@ -104,9 +136,13 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
     connector,
     app,
     workers,
+    messages,
     async stop() {
       if (app) await app.close();
+      await readWaiters?.stop();
       if (workers) await workers.stop();
+      await waker.stop();
+      await supervisor.stop();
       await connector.stop();
       await queue.close();
       redis.disconnect();

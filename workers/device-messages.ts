@@ -20,7 +20,8 @@ import type { Db } from '../db/connection.ts';
 import { loadUpgradeStatesByDevices, type UpgradeState } from '../db/queries/upgrade-state.ts';
 import { applyRecordChanges, type RecordChange, type RecordNote } from '../db/queries/record-changes.ts';
 import { applyFirmwareReports, knownDevices } from '../db/queries/firmware-reports.ts';
-import type { DeviceMessageOutcome } from '../protocols/connector.ts';
+import type { Connector, DeviceMessageOutcome } from '../protocols/connector.ts';
+import type { PullAnswer } from './pull-requests.ts';
 import type { Metrics } from '../service/metrics.ts';
 import { Batcher } from './batcher.ts';
 import type { JobWaker } from './job-waker.ts';
@@ -30,9 +31,12 @@ type RecordMessage = ProgressMessage | UpgradeReplyMessage | ReportFirmwareMessa
 
 /** Handles what the record batcher does not: pull requests, and replies to reads. */
 export interface DeviceRequestHandlers {
-  requestFirmware?(message: RequestFirmwareMessage): Promise<DeviceMessageOutcome>;
+  requestFirmware?(message: RequestFirmwareMessage): Promise<PullAnswer>;
   readReply?(message: ReadFirmwareReplyMessage): void;
 }
+
+/** Where the answer to a request goes: back through the connector (MQTT), or to the caller (REST). */
+export type ReplyRoute = 'connector' | 'caller';
 
 export interface DeviceMessageServiceDeps {
   db: Db;
@@ -40,6 +44,7 @@ export interface DeviceMessageServiceDeps {
   supervisor: TaskSupervisor;
   metrics: Metrics;
   logger: Logger;
+  connector?: Connector;
   handlers?: DeviceRequestHandlers;
 }
 
@@ -55,13 +60,13 @@ export class DeviceMessageService {
   }
 
   /** Validates and applies one message; never throws for bad input. */
-  async receive(incoming: IncomingDeviceMessage): Promise<DeviceMessageOutcome> {
+  async receive(incoming: IncomingDeviceMessage, replyRoute: ReplyRoute = 'connector'): Promise<DeviceMessageOutcome> {
     const decoded = decodeDeviceMessage(incoming);
     if (isRefusal(decoded)) {
       return this.refuse(decoded.messageType ?? incoming.messageType ?? 'unknown', decoded.reason, decoded.detail, decoded.deviceId ?? incoming.deviceId, incoming.source);
     }
     try {
-      return await this.dispatch(decoded);
+      return await this.dispatch(decoded, replyRoute);
     } catch (err) {
       this.deps.logger.error({ err, messageType: decoded.messageType, deviceId: decoded.deviceId }, 'device message not applied');
       this.deps.metrics.deviceMessages.inc({ type: decoded.messageType, result: 'error', reason: 'internal_error' });
@@ -69,11 +74,10 @@ export class DeviceMessageService {
     }
   }
 
-  private async dispatch(message: DeviceMessage): Promise<DeviceMessageOutcome> {
+  private async dispatch(message: DeviceMessage, replyRoute: ReplyRoute): Promise<DeviceMessageOutcome> {
     let outcome: DeviceMessageOutcome;
     if (message.messageType === 'REQUEST_FIRMWARE') {
-      const handler = this.deps.handlers?.requestFirmware;
-      outcome = handler ? await handler(message) : { accepted: false, code: 'not_supported', message: 'pull upgrades are not handled here' };
+      outcome = await this.requestFirmware(message, replyRoute);
     } else {
       outcome = await this.batcher.add(message);
       if (outcome.accepted && message.messageType === 'READ_FIRMWARE_REPLY') this.deps.handlers?.readReply?.(message);
@@ -83,6 +87,29 @@ export class DeviceMessageService {
     }
     this.deps.metrics.deviceMessages.inc({ type: message.messageType, result: outcome.code === 'ignored' ? 'ignored' : 'accepted', reason: '' });
     return outcome;
+  }
+
+  private async requestFirmware(message: RequestFirmwareMessage, replyRoute: ReplyRoute): Promise<DeviceMessageOutcome> {
+    const handler = this.deps.handlers?.requestFirmware;
+    if (!handler) return { accepted: false, code: 'not_supported', message: 'pull upgrades are not handled by this process' };
+    const known = await knownDevices(this.deps.db, [message.deviceId]);
+    if (!known.has(message.deviceId)) return { accepted: false, code: 'unknown_device', message: `device ${message.deviceId} is not registered` };
+    const { reply } = await handler(message);
+    if (replyRoute === 'caller') return { accepted: true, reply };
+    const productId = message.productId ?? (await this.productOf(message.deviceId));
+    try {
+      await this.deps.connector?.send({ messageType: 'REQUEST_FIRMWARE_REPLY', productId, deviceId: message.deviceId, body: reply });
+      this.deps.metrics.messagesSent.inc({ type: 'REQUEST_FIRMWARE_REPLY', result: 'ok' });
+    } catch (err) {
+      this.deps.metrics.messagesSent.inc({ type: 'REQUEST_FIRMWARE_REPLY', result: 'error' });
+      this.deps.logger.warn({ deviceId: message.deviceId, err: (err as Error).message }, 'pull reply not delivered; the attempt will time out');
+    }
+    return { accepted: true };
+  }
+
+  private async productOf(deviceId: string): Promise<string> {
+    const row = await this.deps.db.selectFrom('devices').select('product_id').where('id', '=', deviceId).executeTakeFirst();
+    return row?.product_id ?? '';
   }
 
   private refuse(type: string, reason: string, detail: string, deviceId?: string, source?: string): DeviceMessageOutcome {

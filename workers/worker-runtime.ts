@@ -9,14 +9,14 @@ import { isFinal } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import type { Connector } from '../protocols/connector.ts';
 import type { Metrics } from '../service/metrics.ts';
-import { DeviceMessageService, type DeviceRequestHandlers } from './device-messages.ts';
+import type { DeviceMessageService } from './device-messages.ts';
 import { Dispatcher, type DispatcherOptions } from './dispatcher.ts';
 import { listenForDispatch } from './dispatch-signal.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
-import { JobWaker } from './job-waker.ts';
+import type { JobWaker } from './job-waker.ts';
 import { RecordStore } from './record-store.ts';
 import { SendRateLimiter } from './send-rate-limiter.ts';
-import { TaskSupervisor } from './task-supervisor.ts';
+import type { TaskSupervisor } from './task-supervisor.ts';
 import { createUpgradeProcessor, type UpgradeJobResult } from './upgrade-processor.ts';
 import { UPGRADE_JOB_OPTIONS, createRedis } from './upgrade-queue.ts';
 
@@ -29,24 +29,21 @@ export interface WorkerRuntimeDeps {
   connector: Connector;
   metrics: Metrics;
   offers: FirmwareOffers;
-  handlers?: DeviceRequestHandlers;
+  messages: DeviceMessageService;
+  waker: JobWaker;
+  supervisor: TaskSupervisor;
   dispatcher?: DispatcherOptions;
 }
 
 export interface WorkerRuntime {
-  messages: DeviceMessageService;
   dispatcher: Dispatcher;
   worker: Worker<UpgradeJobData, UpgradeJobResult>;
-  waker: JobWaker;
-  supervisor: TaskSupervisor;
   stop(): Promise<void>;
 }
 
 export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<WorkerRuntime> {
-  const { config, logger, db, queue, metrics } = deps;
+  const { config, logger, db, queue, metrics, supervisor } = deps;
   const store = new RecordStore(db);
-  const waker = new JobWaker(queue, logger);
-  const supervisor = new TaskSupervisor(db, queue, logger);
   const rateLimiter = new SendRateLimiter(deps.redis, config.queuePrefix);
   const dispatcher = new Dispatcher(db, queue, rateLimiter, logger, deps.dispatcher);
 
@@ -87,25 +84,19 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   });
   worker.on('error', (err) => logger.warn({ err: err.message }, 'upgrade worker error'));
 
-  const messages = new DeviceMessageService({ db, waker, supervisor, metrics, logger, handlers: deps.handlers });
-  await deps.connector.start((incoming) => messages.receive(incoming));
+  await deps.connector.start((incoming) => deps.messages.receive(incoming));
 
   const subscriber = createRedis(config.redisUrl);
   const unsubscribe = await listenForDispatch(subscriber, config.queuePrefix, () => dispatcher.poke());
   dispatcher.start();
 
   return {
-    messages,
     dispatcher,
     worker,
-    waker,
-    supervisor,
     async stop() {
       await unsubscribe();
       await dispatcher.stop();
       await worker.close();
-      await waker.stop();
-      await supervisor.stop();
       workerConnection.disconnect();
     },
   };

@@ -14,6 +14,8 @@ export interface RecordChange {
   fromState: RecordState;
   record: RecordSnapshot;
   events: TimelineEvent[];
+  /** The record gets a new job (a pull reply starts an attempt followed by its own job). */
+  dispatched?: boolean;
 }
 
 /** An event for a record whose state does not change (an ignored message). */
@@ -92,16 +94,17 @@ export async function applyRecordChanges(
         last_message_at = u.last_message_at, completed_at = u.completed_at,
         queued_at = CASE WHEN u.state = 'waiting' AND r.state = 'waiting' THEN r.queued_at ELSE NULL END,
         push_requested = CASE WHEN u.state = 'waiting' THEN r.push_requested ELSE false END,
+        dispatches = r.dispatches + CASE WHEN u.dispatched THEN 1 ELSE 0 END,
         revision = r.revision + 1, updated_at = now()
       FROM unnest(
-        ${col((c) => c.id)}::bigint[], ${col((c) => c.revision)}::int[], ${col((c) => c.record.state)}::text[],
+        ${col((c) => c.id)}::bigint[], ${col((c) => c.revision)}::int[], ${col((c) => c.dispatched === true)}::boolean[], ${col((c) => c.record.state)}::text[],
         ${col((c) => c.record.attempts)}::int[], ${col((c) => c.record.progress)}::smallint[],
         ${col((c) => c.record.errorReason)}::text[], ${col((c) => c.record.messageId)}::text[],
         ${col((c) => toTime(c.record.startedAt))}::timestamptz[], ${col((c) => toTime(c.record.attemptStartedAt))}::timestamptz[],
         ${col((c) => toTime(c.record.deadlineAt))}::timestamptz[], ${col((c) => toTime(c.record.responseDeadlineAt))}::timestamptz[],
         ${col((c) => toTime(c.record.retryAt))}::timestamptz[], ${col((c) => toTime(c.record.lastMessageAt))}::timestamptz[],
         ${col((c) => toTime(c.record.completedAt))}::timestamptz[]
-      ) AS u(id, revision, state, attempts, progress, error_reason, message_id, started_at, attempt_started_at,
+      ) AS u(id, revision, dispatched, state, attempts, progress, error_reason, message_id, started_at, attempt_started_at,
              deadline_at, response_deadline_at, retry_at, last_message_at, completed_at)
       WHERE r.id = u.id AND r.revision = u.revision
       RETURNING r.id`.execute(trx);

@@ -1,0 +1,48 @@
+// POST /api/device-messages (CONTRACT §4): device messages from platforms that terminate device
+// protocols themselves — one message or up to 1,000. Each is judged alone: a bad one is refused with
+// its reason, the others are applied; a REQUEST_FIRMWARE gets its reply in the answer.
+import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
+import { Type } from 'typebox';
+import { INBOUND_MESSAGE_TYPES } from '../../core/messages.ts';
+import { ErrorReply } from '../schemas/common.ts';
+
+// Per-message fields are checked by the device message decoder, so that one bad message is refused
+// on its own instead of failing the whole batch.
+const DeviceMessage = Type.Object(
+  {
+    messageType: Type.String({ description: INBOUND_MESSAGE_TYPES.join(', ') }),
+    deviceId: Type.Optional(Type.String()),
+    productId: Type.Optional(Type.String()),
+  },
+  { additionalProperties: true, description: 'a message of CONTRACT §5 with its messageType, deviceId and (for an unregistered device) productId' },
+);
+
+const Body = Type.Union([DeviceMessage, Type.Array(DeviceMessage, { minItems: 1, maxItems: 1_000 })]);
+
+const Result = Type.Object({
+  index: Type.Integer(),
+  accepted: Type.Boolean(),
+  code: Type.Optional(Type.String()),
+  message: Type.Optional(Type.String()),
+  reply: Type.Optional(Type.Object({}, { additionalProperties: true, description: 'RequestFirmwareMessageReply' })),
+});
+
+const deviceMessageRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  app.post('/device-messages', {
+    schema: {
+      tags: ['device-messages'],
+      summary: 'Submit device messages (one or up to 1,000)',
+      body: Body,
+      response: { 200: Type.Object({ results: Type.Array(Result) }), 400: ErrorReply },
+    },
+  }, async (request) => {
+    const messages = Array.isArray(request.body) ? request.body : [request.body];
+    // handed over in order, so messages of one device are applied in the order they were posted
+    const outcomes = await Promise.all(
+      messages.map((message) => app.messages.receive({ messageType: message.messageType, body: message, source: 'rest' }, 'caller')),
+    );
+    return { results: outcomes.map((outcome, index) => ({ index, ...outcome })) };
+  });
+};
+
+export default deviceMessageRoutes;

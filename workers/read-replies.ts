@@ -1,0 +1,80 @@
+// Replies to ReadFirmwareMessage travel from whichever process received them to the API process
+// that asked, over Redis pub/sub; the asking request waits for its messageId with a deadline.
+import type { Redis } from 'ioredis';
+
+export interface ReadReply {
+  messageId: string;
+  deviceId: string;
+  version: string;
+  properties: Record<string, unknown> | undefined;
+}
+
+export function readReplyChannel(prefix: string): string {
+  return `${prefix}:read-replies`;
+}
+
+export class ReadReplyPublisher {
+  private readonly redis: Redis;
+  private readonly channel: string;
+
+  constructor(redis: Redis, prefix: string) {
+    this.redis = redis;
+    this.channel = readReplyChannel(prefix);
+  }
+
+  publish(reply: ReadReply): void {
+    this.redis.publish(this.channel, JSON.stringify(reply)).catch(() => {});
+  }
+}
+
+export class ReadReplyWaiters {
+  private readonly waiting = new Map<string, (reply: ReadReply) => void>();
+  private readonly subscriber: Redis;
+  private readonly channel: string;
+
+  constructor(subscriber: Redis, prefix: string) {
+    this.subscriber = subscriber;
+    this.channel = readReplyChannel(prefix);
+  }
+
+  async start(): Promise<void> {
+    this.subscriber.on('message', (channel: string, text: string) => {
+      if (channel !== this.channel) return;
+      try {
+        const reply = JSON.parse(text) as ReadReply;
+        this.waiting.get(reply.messageId)?.(reply);
+      } catch {
+        // not ours
+      }
+    });
+    await this.subscriber.subscribe(this.channel);
+  }
+
+  /** The device's reply to `messageId`, or undefined after `timeoutMs`. */
+  wait(messageId: string, timeoutMs: number): { reply: Promise<ReadReply | undefined>; cancel(): void } {
+    let timer: NodeJS.Timeout | undefined;
+    const reply = new Promise<ReadReply | undefined>((resolve) => {
+      timer = setTimeout(() => {
+        this.waiting.delete(messageId);
+        resolve(undefined);
+      }, timeoutMs);
+      this.waiting.set(messageId, (received) => {
+        clearTimeout(timer);
+        this.waiting.delete(messageId);
+        resolve(received);
+      });
+    });
+    return {
+      reply,
+      cancel: () => {
+        clearTimeout(timer);
+        this.waiting.delete(messageId);
+      },
+    };
+  }
+
+  async stop(): Promise<void> {
+    await this.subscriber.unsubscribe(this.channel).catch(() => {});
+    this.subscriber.disconnect();
+  }
+}
