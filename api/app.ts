@@ -20,6 +20,7 @@ import taskRoutes from './routes/tasks.ts';
 import recordRoutes from './routes/records.ts';
 import deviceMessageRoutes from './routes/device-messages.ts';
 import deviceFirmwareReadRoutes from './routes/device-firmware-read.ts';
+import metricsRoutes from './routes/metrics.ts';
 import { TaskService } from './services/task-service.ts';
 import { mountBullBoard } from '../dashboards/bull-board.ts';
 import type { Queue } from 'bullmq';
@@ -98,6 +99,7 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
 
   await mountBullBoard(app, [context.queue]);
   await app.register(healthRoutes);
+  await app.register(metricsRoutes);
   await app.register(firmwareFileRoutes);
   await app.register(async (api) => {
     api.addHook('onRequest', api.authenticate);

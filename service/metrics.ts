@@ -1,7 +1,10 @@
 // Prometheus metrics of one process (prom-client), in a registry of its own so several apps in one
 // test process never share counters. Gauges that read Postgres or Redis are collected at scrape
 // time from O(1) sources (task counters, queue counts), never from a table scan.
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Queue } from 'bullmq';
+import { sql } from 'kysely';
+import type { Db } from '../db/connection.ts';
 
 export class Metrics {
   readonly registry = new Registry();
@@ -38,4 +41,54 @@ export class Metrics {
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }
+}
+
+const RECORD_STATES = ['waiting', 'processing', 'success', 'failed', 'canceled'] as const;
+const QUEUE_STATES = ['waiting', 'active', 'delayed', 'completed', 'failed', 'prioritized'] as const;
+
+/**
+ * Gauges read at scrape time: records by state in total and per live task (from the tasks' O(1)
+ * counters — never a scan of the records), and the upgrade queue's job counts by state.
+ */
+export function registerStateGauges(metrics: Metrics, db: Db, queue: Queue): void {
+  new Gauge({
+    name: 'otter_records',
+    help: 'Upgrade records by state, over all tasks',
+    labelNames: ['state'] as const,
+    registers: [metrics.registry],
+    async collect() {
+      const { rows } = await sql<Record<(typeof RECORD_STATES)[number], number>>`
+        SELECT COALESCE(sum(waiting), 0)::int AS waiting, COALESCE(sum(processing), 0)::int AS processing,
+               COALESCE(sum(success), 0)::int AS success, COALESCE(sum(failed), 0)::int AS failed,
+               COALESCE(sum(canceled), 0)::int AS canceled
+        FROM upgrade_tasks`.execute(db);
+      for (const state of RECORD_STATES) this.set({ state }, rows[0]?.[state] ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'otter_task_records',
+    help: 'Upgrade records by state for each task that is not finished or finished within the last hour',
+    labelNames: ['task', 'task_name', 'state'] as const,
+    registers: [metrics.registry],
+    async collect() {
+      this.reset();
+      const rows = await db
+        .selectFrom('upgrade_tasks')
+        .select(['id', 'name', ...RECORD_STATES])
+        .where((eb) => eb.or([eb('state', 'in', ['created', 'running', 'paused']), eb('updated_at', '>', sql<Date>`now() - interval '1 hour'`)]))
+        .limit(200)
+        .execute();
+      for (const row of rows) for (const state of RECORD_STATES) this.set({ task: row.id, task_name: row.name, state }, row[state]);
+    },
+  });
+  new Gauge({
+    name: 'otter_queue_jobs',
+    help: 'Jobs in the upgrade queue by BullMQ state',
+    labelNames: ['state'] as const,
+    registers: [metrics.registry],
+    async collect() {
+      const counts = await queue.getJobCounts(...QUEUE_STATES);
+      for (const state of QUEUE_STATES) this.set({ state }, counts[state] ?? 0);
+    },
+  });
 }

@@ -23,7 +23,7 @@ import { startWorkerRuntime, type WorkerRuntime } from '../workers/worker-runtim
 import type { DispatcherOptions } from '../workers/dispatcher.ts';
 import { checkPostgres, checkRedis } from './dependencies.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { Metrics } from './metrics.ts';
+import { Metrics, registerStateGauges } from './metrics.ts';
 import { Readiness } from './readiness.ts';
 
 export interface Otter {
@@ -62,6 +62,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
   redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
   const queue = createUpgradeQueue(redis, config.queuePrefix);
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics });
+  registerStateGauges(metrics, db, queue);
   const runsWorkers = config.role !== 'api';
   const connector = await loadConnector({ config, logger, receive: runsWorkers });
 

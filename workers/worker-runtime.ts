@@ -66,7 +66,10 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     offers: deps.offers,
     rateLimiter,
     logger,
-    onSent: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'ok' }),
+    onSent: (state) => {
+      metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'ok' });
+      if (state.queuedAt !== null) metrics.dispatchLatency.observe((Date.now() - state.queuedAt) / 1000);
+    },
     onSendError: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'error' }),
   });
 

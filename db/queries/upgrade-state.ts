@@ -13,6 +13,8 @@ export interface UpgradeState {
   productId: string;
   revision: number;
   queued: boolean;
+  /** When the record was handed to the queue (epoch ms), while it waits to be sent. */
+  queuedAt: number | null;
   dispatches: number;
   taskState: TaskState;
   rollout: RolloutLimits;
@@ -61,6 +63,7 @@ function toUpgradeState(row: Row): UpgradeState {
     productId: row.product_id,
     revision: row.revision,
     queued: row.queued_at !== null,
+    queuedAt: ms(row.queued_at),
     dispatches: row.dispatches,
     taskState: row.task_state,
     rollout: row.rollout ?? {},
