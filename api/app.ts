@@ -62,7 +62,10 @@ declare module 'fastify' {
   }
 }
 
-export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
+/** `full`: the whole API; `ops`: only health, readiness and metrics (what a ROLE=worker process serves). */
+export type AppSurface = 'full' | 'ops';
+
+export async function buildApp(context: ApiContext, surface: AppSurface = 'full'): Promise<FastifyInstance> {
   const app = Fastify({
     loggerInstance: context.logger as FastifyBaseLogger,
     // the onResponse hook below writes one line per request instead, at debug
@@ -97,9 +100,11 @@ export async function buildApp(context: ApiContext): Promise<FastifyInstance> {
   await app.register(swagger);
   await app.register(auth, { apiKeys: context.config.apiKeys });
 
-  await mountBullBoard(app, [context.queue]);
   await app.register(healthRoutes);
   await app.register(metricsRoutes);
+  if (surface === 'ops') return app;
+
+  await mountBullBoard(app, [context.queue]);
   await app.register(firmwareFileRoutes);
   await app.register(async (api) => {
     api.addHook('onRequest', api.authenticate);

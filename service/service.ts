@@ -104,8 +104,8 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
 
   let app: FastifyInstance | undefined;
   let readWaiters: ReadReplyWaiters | undefined;
-  if (config.role !== 'worker') {
-    if (config.apiKeyGenerated) {
+  {
+    if (config.apiKeyGenerated && config.role !== 'worker') {
       logger.warn({ apiKey: config.apiKeys[0] }, 'API_KEYS is not set: generated this API key for this process');
     }
     readWaiters = new ReadReplyWaiters(createRedis(config.redisUrl), config.queuePrefix);
@@ -122,7 +122,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
       connector,
       readWaiters,
       metrics,
-    });
+    }, config.role === 'worker' ? 'ops' : 'full');
     if (options.listen !== false) await app.listen({ port: config.port, host: config.host });
     else await app.ready();
   }
