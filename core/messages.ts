@@ -191,7 +191,9 @@ function firstError(messageType: InboundMessageType, body: unknown): string {
  * Validates one incoming message. Ids come from the transport; a payload id that contradicts
  * them is refused. JetLinks' `timestampe` spelling is read as `timestamp`.
  */
-export function decodeDeviceMessage(incoming: IncomingDeviceMessage): DeviceMessage | Refusal {
+export function decodeDeviceMessage(received: IncomingDeviceMessage): DeviceMessage | Refusal {
+  // an empty id from the transport is no id at all
+  const incoming = { ...received, deviceId: received.deviceId || undefined, productId: received.productId || undefined };
   const { messageType } = incoming;
   if (incoming.transportError === 'unknown_topic') {
     return refusal('unknown_topic', `unknown topic ${incoming.source ?? ''}`.trim());
@@ -205,6 +207,12 @@ export function decodeDeviceMessage(incoming: IncomingDeviceMessage): DeviceMess
     });
   }
   const type = messageType as InboundMessageType;
+  const idPattern = new RegExp(ID_PATTERN);
+  for (const [field, value] of [['deviceId', incoming.deviceId], ['productId', incoming.productId]] as const) {
+    if (value && !idPattern.test(value)) {
+      return refusal('invalid_message', `${field} ${JSON.stringify(value.slice(0, 80))} is not 1–64 characters of A-Z a-z 0-9 _ - . :`, { messageType });
+    }
+  }
   const raw = incoming.body;
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
     return refusal('invalid_message', 'payload must be a JSON object', { messageType, deviceId: incoming.deviceId });

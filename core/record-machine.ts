@@ -240,7 +240,13 @@ export function transition(record: RecordSnapshot, input: RecordInput, policy: U
         return unchanged(record, `${describeInput(input)} while the record was ${describeState(record)}`);
       }
       if (record.messageId !== null && input.messageId !== record.messageId) {
-        return unchanged(heard(record, now), `${describeInput(input)} for message ${input.messageId}, not the current ${record.messageId}`);
+        // not about this attempt, but the device is alive: that counts for the response deadline
+        return {
+          changed: true,
+          record: heard(record, now),
+          events: [{ type: 'ignored', attempt: record.attempts, message: `${describeInput(input)} for message ${input.messageId}, not the current ${record.messageId}` }],
+          wakeJob: false,
+        };
       }
       if (input.type === 'ack') {
         return { changed: true, record: heard(record, now), events: [{ type: 'acknowledged', attempt: record.attempts }], wakeJob: false };
@@ -269,10 +275,11 @@ export function transition(record: RecordSnapshot, input: RecordInput, policy: U
       };
     }
     case 'report': {
-      if (record.state === 'processing' && input.version === record.targetVersion) {
-        return succeeded(record, now, `device reported version ${input.version}`);
-      }
-      return unchanged(record);
+      if (record.state !== 'processing') return unchanged(record);
+      if (input.version === record.targetVersion) return succeeded(record, now, `device reported version ${input.version}`);
+      if (record.retryAt !== null) return unchanged(record);
+      // still on another version (e.g. rebooting mid-upgrade): alive, so no response timeout
+      return { changed: true, record: heard(record, now), events: [], wakeJob: false };
     }
   }
 }

@@ -46,7 +46,14 @@ export class Batcher<I, O> {
     if (this.pending.length === 0 || this.running >= this.options.concurrency) return;
     const batch = this.pending.splice(0, this.options.maxItems);
     this.running += 1;
-    this.run(batch.map((entry) => entry.item))
+    let running: Promise<O[]>;
+    try {
+      running = this.run(batch.map((entry) => entry.item));
+    } catch (error) {
+      // a runner that throws synchronously fails its batch instead of jamming the batcher
+      running = Promise.reject(error);
+    }
+    running
       .then(
         (results) => batch.forEach((entry, index) => entry.resolve(results[index] as O)),
         (error: unknown) => batch.forEach((entry) => entry.reject(error)),

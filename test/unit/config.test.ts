@@ -1,0 +1,200 @@
+// loadConfig against CONTRACT §2: every default, every refusal, and redaction of secrets.
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig, redactUrl } from '../../core/config.ts';
+import { OtterError } from '../../core/errors.ts';
+
+describe('loadConfig defaults (CONTRACT §2)', () => {
+  const config = loadConfig({});
+
+  it('has the contract defaults', () => {
+    expect(config.role).toBe('all');
+    expect(config.port).toBe(3000);
+    expect(config.host).toBe('0.0.0.0');
+    expect(config.databaseUrl).toBe('postgres://postgres@127.0.0.1:5432/otter');
+    expect(config.redisUrl).toBe('redis://127.0.0.1:6379');
+    expect(config.mqttUrl).toBe('mqtt://127.0.0.1:1883');
+    expect(config.mqttUsername).toBeUndefined();
+    expect(config.mqttPassword).toBeUndefined();
+    expect(config.connector).toBe('mqtt');
+    expect(config.httpConnectorUrl).toBeUndefined();
+    expect(config.httpConnectorSecret).toBeUndefined();
+    expect(config.publicBaseUrl).toBe('http://localhost:3000');
+    expect(config.storageDir).toBe('./data/firmware');
+    expect(config.downloadUrlTtlSeconds).toBe(86_400);
+    expect(config.queuePrefix).toBe('otter');
+    expect(config.workerConcurrency).toBe(50);
+    expect(config.logLevel).toBe('info');
+    expect(config.firmwareMaxBytes).toBe(2 * 1024 ** 3);
+  });
+
+  it('treats empty variables as unset', () => {
+    const empty = loadConfig({ PORT: '', ROLE: '', DATABASE_URL: '', LOG_LEVEL: '', API_KEYS: '' });
+    expect(empty.port).toBe(3000);
+    expect(empty.role).toBe('all');
+    expect(empty.databaseUrl).toBe('postgres://postgres@127.0.0.1:5432/otter');
+    expect(empty.logLevel).toBe('info');
+    expect(empty.apiKeyGenerated).toBe(true);
+  });
+
+  it('generates a random URL signing secret per process, flagged for a warning', () => {
+    const other = loadConfig({});
+    expect(config.urlSigningSecretGenerated).toBe(true);
+    expect(config.urlSigningSecret.length).toBeGreaterThanOrEqual(32);
+    expect(other.urlSigningSecret).not.toBe(config.urlSigningSecret);
+  });
+});
+
+describe('loadConfig reads the environment', () => {
+  it('takes every variable it is given', () => {
+    const config = loadConfig({
+      ROLE: 'worker',
+      PORT: '8080',
+      HOST: '127.0.0.1',
+      DATABASE_URL: 'postgresql://otter:pw@db:5432/fleet',
+      REDIS_URL: 'rediss://cache:6380',
+      MQTT_URL: 'mqtts://broker:8883',
+      MQTT_USERNAME: 'otter',
+      MQTT_PASSWORD: 'mqtt-pw',
+      CONNECTOR: './my-connector.js',
+      API_KEYS: 'a, b ,,c',
+      PUBLIC_BASE_URL: 'https://ota.example.com/',
+      STORAGE_DIR: '/var/lib/otter',
+      URL_SIGNING_SECRET: 'shared-secret',
+      DOWNLOAD_URL_TTL_SECONDS: '600',
+      QUEUE_PREFIX: '{otter}',
+      WORKER_CONCURRENCY: '200',
+      LOG_LEVEL: 'debug',
+    });
+    expect(config).toMatchObject({
+      role: 'worker',
+      port: 8080,
+      host: '127.0.0.1',
+      databaseUrl: 'postgresql://otter:pw@db:5432/fleet',
+      redisUrl: 'rediss://cache:6380',
+      mqttUrl: 'mqtts://broker:8883',
+      mqttUsername: 'otter',
+      mqttPassword: 'mqtt-pw',
+      connector: './my-connector.js',
+      apiKeys: ['a', 'b', 'c'],
+      apiKeyGenerated: false,
+      publicBaseUrl: 'https://ota.example.com',
+      storageDir: '/var/lib/otter',
+      urlSigningSecret: 'shared-secret',
+      urlSigningSecretGenerated: false,
+      downloadUrlTtlSeconds: 600,
+      queuePrefix: '{otter}',
+      workerConcurrency: 200,
+      logLevel: 'debug',
+    });
+  });
+
+  it.each(['all', 'api', 'worker'])('accepts ROLE=%s', (role) => {
+    expect(loadConfig({ ROLE: role }).role).toBe(role);
+  });
+
+  it('accepts PORT=0 (the OS picks a port) and 65535', () => {
+    expect(loadConfig({ PORT: '0' }).port).toBe(0);
+    expect(loadConfig({ PORT: '65535' }).port).toBe(65535);
+  });
+
+  it('accepts CONNECTOR=http with its URL and secret', () => {
+    const config = loadConfig({ CONNECTOR: 'http', HTTP_CONNECTOR_URL: 'https://platform.example.com/otter', HTTP_CONNECTOR_SECRET: 's' });
+    expect(config.connector).toBe('http');
+    expect(config.httpConnectorUrl).toBe('https://platform.example.com/otter');
+    expect(config.httpConnectorSecret).toBe('s');
+  });
+});
+
+describe('loadConfig refuses bad values with a message naming the variable', () => {
+  const cases: [string, Record<string, string>, RegExp][] = [
+    ['an unknown ROLE', { ROLE: 'scheduler' }, /ROLE.*scheduler/],
+    ['an upper-case ROLE', { ROLE: 'API' }, /ROLE/],
+    ['a PORT that is not a number', { PORT: 'http' }, /PORT.*"http"/],
+    ['a PORT above 65535', { PORT: '65536' }, /PORT/],
+    ['a negative PORT', { PORT: '-1' }, /PORT/],
+    ['a fractional PORT', { PORT: '80.5' }, /PORT/],
+    ['a DATABASE_URL that is no URL', { DATABASE_URL: 'not a url' }, /DATABASE_URL is not a valid URL/],
+    ['a DATABASE_URL of another scheme', { DATABASE_URL: 'mysql://db/otter' }, /DATABASE_URL must use postgres:/],
+    ['a REDIS_URL of another scheme', { REDIS_URL: 'http://cache:6379' }, /REDIS_URL/],
+    ['an MQTT_URL that is no URL', { MQTT_URL: '127.0.0.1:1883x' }, /MQTT_URL/],
+    ['a PUBLIC_BASE_URL that is not http', { PUBLIC_BASE_URL: 'ftp://files' }, /PUBLIC_BASE_URL/],
+    ['CONNECTOR=http without a URL', { CONNECTOR: 'http', HTTP_CONNECTOR_SECRET: 's' }, /HTTP_CONNECTOR_URL/],
+    ['CONNECTOR=http without a secret', { CONNECTOR: 'http', HTTP_CONNECTOR_URL: 'http://platform/otter' }, /HTTP_CONNECTOR_SECRET/],
+    ['CONNECTOR=http with a bad URL', { CONNECTOR: 'http', HTTP_CONNECTOR_URL: 'platform', HTTP_CONNECTOR_SECRET: 's' }, /HTTP_CONNECTOR_URL/],
+    ['an unknown LOG_LEVEL', { LOG_LEVEL: 'verbose' }, /LOG_LEVEL/],
+    ['a WORKER_CONCURRENCY of 0', { WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
+    ['a DOWNLOAD_URL_TTL_SECONDS of 0', { DOWNLOAD_URL_TTL_SECONDS: '0' }, /DOWNLOAD_URL_TTL_SECONDS/],
+    ['a QUEUE_PREFIX with white space', { QUEUE_PREFIX: 'ot ter' }, /QUEUE_PREFIX/],
+  ];
+
+  it.each(cases)('%s', (_name, env, message) => {
+    let caught: unknown;
+    try {
+      loadConfig(env);
+    } catch (error) {
+      caught = error;
+    }
+    expect(caught).toBeInstanceOf(ConfigError);
+    expect(caught).toBeInstanceOf(OtterError);
+    expect((caught as ConfigError).code).toBe('config_error');
+    expect((caught as ConfigError).message).toMatch(message);
+  });
+
+  it('never echoes a password from a bad URL', () => {
+    expect(() => loadConfig({ DATABASE_URL: 'mysql://otter:hunter2@db/otter' })).toThrow(ConfigError);
+    try {
+      loadConfig({ DATABASE_URL: 'mysql://otter:hunter2@db/otter' });
+    } catch (error) {
+      expect((error as Error).message).not.toContain('hunter2');
+    }
+  });
+});
+
+describe('API keys (CONTRACT §3: never run open)', () => {
+  it('generates one random key when API_KEYS is unset', () => {
+    const first = loadConfig({});
+    const second = loadConfig({});
+    expect(first.apiKeyGenerated).toBe(true);
+    expect(first.apiKeys).toHaveLength(1);
+    expect(first.apiKeys[0]!.length).toBeGreaterThanOrEqual(24);
+    expect(first.apiKeys[0]).not.toBe(second.apiKeys[0]);
+  });
+
+  it('generates a key when API_KEYS holds only separators and blanks', () => {
+    const config = loadConfig({ API_KEYS: ' , ,' });
+    expect(config.apiKeyGenerated).toBe(true);
+    expect(config.apiKeys).toHaveLength(1);
+    expect(config.apiKeys[0]!.trim()).not.toBe('');
+  });
+
+  it('uses the given keys, trimmed, and generates none', () => {
+    const config = loadConfig({ API_KEYS: 'k1' });
+    expect(config.apiKeys).toEqual(['k1']);
+    expect(config.apiKeyGenerated).toBe(false);
+  });
+});
+
+describe('redactUrl', () => {
+  it('hides the password and keeps the rest', () => {
+    const redacted = redactUrl('postgres://postgres:secret@127.0.0.1:5432/otter');
+    expect(redacted).not.toContain('secret');
+    expect(redacted).toBe('postgres://postgres:***@127.0.0.1:5432/otter');
+  });
+
+  it('hides a Redis password given without a user', () => {
+    const redacted = redactUrl('redis://:s3cr3t@cache:6379/0');
+    expect(redacted).not.toContain('s3cr3t');
+    expect(redacted).toContain('cache:6379');
+  });
+
+  it('leaves a URL without a password alone', () => {
+    expect(redactUrl('postgres://postgres@127.0.0.1:5432/otter')).toBe('postgres://postgres@127.0.0.1:5432/otter');
+    expect(redactUrl('redis://127.0.0.1:6379')).toContain('127.0.0.1:6379');
+  });
+
+  it('hides a password in text that is not a URL', () => {
+    const redacted = redactUrl('connect failed: postgres://otter:topsecret@db:5432/otter refused');
+    expect(redacted).not.toContain('topsecret');
+    expect(redacted).toContain('otter:***@db');
+  });
+});

@@ -1,0 +1,154 @@
+// The MQTT topics of CONTRACT §5: inbound topics parsed into ids and message type, outbound topics
+// built, and the shared subscriptions the service makes.
+import { describe, expect, it } from 'vitest';
+import { inboundSubscriptions, isOutboundTopic, outboundTopic, parseInboundTopic } from '../../protocols/mqtt-topics.ts';
+
+/** MQTT topic-filter matching: `+` is one level, a trailing `#` is that level and all below it. */
+function matches(filter: string, topic: string): boolean {
+  const f = filter.split('/');
+  const t = topic.split('/');
+  for (let i = 0; i < f.length; i += 1) {
+    if (f[i] === '#') return i === f.length - 1 && t.length >= i;
+    if (i >= t.length) return false;
+    if (f[i] !== '+' && f[i] !== t[i]) return false;
+  }
+  return f.length === t.length;
+}
+
+/** The topic filter of a shared subscription `$share/{group}/{filter}`. */
+function unshared(subscription: string, group: string): string {
+  const prefix = `$share/${group}/`;
+  expect(subscription.startsWith(prefix)).toBe(true);
+  return subscription.slice(prefix.length);
+}
+
+const INBOUND_TOPICS = [
+  '/prod-1/dev-1/firmware/upgrade/reply',
+  '/prod-1/dev-1/firmware/upgrade/progress',
+  '/prod-1/dev-1/firmware/pull',
+  '/prod-1/dev-1/firmware/report',
+  '/prod-1/dev-1/firmware/read/reply',
+];
+
+describe('parseInboundTopic', () => {
+  it.each([
+    ['/prod-1/dev-1/firmware/upgrade/reply', 'UPGRADE_FIRMWARE_REPLY'],
+    ['/prod-1/dev-1/firmware/upgrade/progress', 'UPGRADE_FIRMWARE_PROGRESS'],
+    ['/prod-1/dev-1/firmware/pull', 'REQUEST_FIRMWARE'],
+    ['/prod-1/dev-1/firmware/report', 'REPORT_FIRMWARE'],
+    ['/prod-1/dev-1/firmware/read/reply', 'READ_FIRMWARE_REPLY'],
+  ])('%s → %s', (topic, messageType) => {
+    expect(parseInboundTopic(topic)).toEqual({ productId: 'prod-1', deviceId: 'dev-1', messageType });
+  });
+
+  it('keeps ids with the other allowed characters', () => {
+    expect(parseInboundTopic('/P.x_1:a/d-9.Z:0/firmware/report')).toEqual({ productId: 'P.x_1:a', deviceId: 'd-9.Z:0', messageType: 'REPORT_FIRMWARE' });
+  });
+
+  it.each([
+    // the platform's own outbound topics are not inbound
+    '/prod-1/dev-1/firmware/upgrade',
+    '/prod-1/dev-1/firmware/pull/reply',
+    '/prod-1/dev-1/firmware/read',
+    // unknown suffixes
+    '/prod-1/dev-1/firmware/unknown',
+    '/prod-1/dev-1/firmware/report/extra',
+    '/prod-1/dev-1/firmware/report/',
+    '/prod-1/dev-1/firmware/Report',
+    '/prod-1/dev-1/properties/report',
+    '/prod-1/dev-1/x/firmware/report',
+    '/prod-1/firmware/report',
+  ])('unknown suffix: %s → undefined', (topic) => {
+    expect(parseInboundTopic(topic)).toBeUndefined();
+  });
+
+  it.each([
+    '//dev-1/firmware/report',
+    '/prod-1//firmware/report',
+    '///firmware/report',
+    '/prod-1/dev-1/firmware',
+    '/prod-1/dev-1',
+    '/',
+    '',
+  ])('missing parts: %j → undefined', (topic) => {
+    expect(parseInboundTopic(topic)).toBeUndefined();
+  });
+
+  it.each(['prod-1/dev-1/firmware/report', 'x/prod-1/dev-1/firmware/report', ' /prod-1/dev-1/firmware/report', '$share/otter//prod-1/dev-1/firmware/report'])(
+    'not starting with "/": %j → undefined',
+    (topic) => {
+      expect(parseInboundTopic(topic)).toBeUndefined();
+    },
+  );
+});
+
+describe('outboundTopic', () => {
+  it.each([
+    ['UPGRADE_FIRMWARE', '/prod-1/dev-1/firmware/upgrade'],
+    ['REQUEST_FIRMWARE_REPLY', '/prod-1/dev-1/firmware/pull/reply'],
+    ['READ_FIRMWARE', '/prod-1/dev-1/firmware/read'],
+  ] as const)('%s → %s', (messageType, topic) => {
+    expect(outboundTopic(messageType, 'prod-1', 'dev-1')).toBe(topic);
+  });
+
+  it('no outbound topic parses as an inbound one', () => {
+    for (const type of ['UPGRADE_FIRMWARE', 'REQUEST_FIRMWARE_REPLY', 'READ_FIRMWARE'] as const) {
+      expect(parseInboundTopic(outboundTopic(type, 'p', 'd'))).toBeUndefined();
+    }
+  });
+
+  it('a reply topic parses back to the ids the request went to', () => {
+    const upgrade = outboundTopic('UPGRADE_FIRMWARE', 'prod:7', 'dev.7');
+    expect(parseInboundTopic(`${upgrade}/reply`)).toEqual({ productId: 'prod:7', deviceId: 'dev.7', messageType: 'UPGRADE_FIRMWARE_REPLY' });
+    const read = outboundTopic('READ_FIRMWARE', 'prod:7', 'dev.7');
+    expect(parseInboundTopic(`${read}/reply`)).toEqual({ productId: 'prod:7', deviceId: 'dev.7', messageType: 'READ_FIRMWARE_REPLY' });
+  });
+});
+
+describe('inboundSubscriptions', () => {
+  it('is one shared subscription of the group to every firmware topic', () => {
+    expect(inboundSubscriptions('otter')).toEqual(['$share/otter//+/+/firmware/#']);
+    expect(inboundSubscriptions('workers-b')).toEqual(['$share/workers-b//+/+/firmware/#']);
+  });
+
+  it('its filters match every inbound topic, with any ids', () => {
+    const filters = inboundSubscriptions('otter').map((s) => unshared(s, 'otter'));
+    for (const topic of [...INBOUND_TOPICS, ...INBOUND_TOPICS.map((t) => t.replace('prod-1/dev-1', 'P:x/d.9'))]) {
+      expect(filters.some((filter) => matches(filter, topic))).toBe(true);
+    }
+  });
+
+  it('they also catch unknown firmware topics, so those are refused rather than never seen', () => {
+    const filters = inboundSubscriptions('otter').map((s) => unshared(s, 'otter'));
+    expect(filters.some((filter) => matches(filter, '/prod-1/dev-1/firmware/unknown'))).toBe(true);
+    expect(filters.some((filter) => matches(filter, '/prod-1/dev-1/properties/report'))).toBe(false);
+    expect(filters.some((filter) => matches(filter, 'prod-1/dev-1/firmware/report'))).toBe(false);
+  });
+
+  it('the matcher used here follows MQTT', () => {
+    expect(matches('/+/+/firmware/#', '/p/d/firmware')).toBe(true);
+    expect(matches('/+/+/firmware/#', '/p/d/firmware/a/b')).toBe(true);
+    expect(matches('/+/+/firmware/#', '/p/firmware/x')).toBe(false);
+    expect(matches('/+/+/firmware/report', '/p/d/firmware/report')).toBe(true);
+    expect(matches('/+/+/firmware/report', '/p/d/firmware/report/x')).toBe(false);
+  });
+});
+
+describe('isOutboundTopic', () => {
+  it.each(['/prod-1/dev-1/firmware/upgrade', '/prod-1/dev-1/firmware/pull/reply', '/prod-1/dev-1/firmware/read'])('%s is the platform\'s own', (topic) => {
+    expect(isOutboundTopic(topic)).toBe(true);
+  });
+
+  it('every topic outboundTopic builds is outbound', () => {
+    for (const type of ['UPGRADE_FIRMWARE', 'REQUEST_FIRMWARE_REPLY', 'READ_FIRMWARE'] as const) {
+      expect(isOutboundTopic(outboundTopic(type, 'P:x', 'd.9'))).toBe(true);
+    }
+  });
+
+  it.each([...INBOUND_TOPICS, '/prod-1/dev-1/firmware/upgrade/x', '/prod-1/dev-1/firmware/unknown', 'prod-1/dev-1/firmware/upgrade', 'x/prod-1/dev-1/firmware/upgrade', '/prod-1/firmware/upgrade', '/prod-1/dev-1/x/firmware/read', ''])(
+    '%j is not',
+    (topic) => {
+      expect(isOutboundTopic(topic)).toBe(false);
+    },
+  );
+});
