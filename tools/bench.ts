@@ -1,0 +1,253 @@
+// `npm run bench -- --devices N [--json]` (CONTRACT §9): a full push rollout to N simulated devices
+// over a real broker, with the service in a separate process so its memory can be read, and — in
+// the same run, on the same Redis — raw BullMQ throughput with empty jobs, so the ratio holds on a
+// noisy machine. Cleans up after itself: its database, queue keys, storage and broker.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import net from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { Queue, Worker } from 'bullmq';
+import { Redis } from 'ioredis';
+import pg from 'pg';
+import { startBroker, type Broker } from './broker.ts';
+import { Fleet, fleetDeviceIds } from './fleet.ts';
+import { OtterClient } from './otter-client.ts';
+
+const { values } = parseArgs({
+  options: {
+    devices: { type: 'string', default: '10000' },
+    json: { type: 'boolean', default: false },
+    concurrency: { type: 'string', default: '100' },
+    'progress-steps': { type: 'string', default: '3' },
+    'cpu-prof': { type: 'boolean', default: false },
+  },
+  strict: true,
+});
+
+const N = Number(values.devices);
+const say = (line: string) => {
+  if (!values.json) process.stderr.write(`${line}\n`);
+};
+const ADMIN_DATABASE_URL = process.env.BENCH_ADMIN_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres';
+const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379';
+const run = `${Date.now().toString(36)}${randomBytes(2).toString('hex')}`;
+const dbName = `otter_bench_${run}`;
+const prefix = `otter-bench-${run}`;
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return 0;
+  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+/** Peak resident memory of a process (VmHWM), in MB. */
+function peakRssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  return Math.round(kb / 1024);
+}
+
+async function redisUsedMemory(redis: Redis): Promise<number> {
+  const info = await redis.info('memory');
+  return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
+}
+
+async function waitForReady(baseUrl: string, child: ChildProcess): Promise<void> {
+  const deadline = Date.now() + 60_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`the service exited with ${child.exitCode}`);
+    try {
+      if ((await fetch(`${baseUrl}/health/ready`)).ok) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  throw new Error('the service was not ready within 60 s');
+}
+
+/** Raw BullMQ on the same Redis: add N empty jobs in chunks of 1,000 and process them with one worker. */
+async function rawBullmq(count: number): Promise<number> {
+  const connection = new Redis(REDIS_URL, { maxRetriesPerRequest: null });
+  const rawPrefix = `${prefix}-raw`;
+  const queue = new Queue('raw', { connection, prefix: rawPrefix });
+  let done = 0;
+  let finish: () => void = () => {};
+  const finished = new Promise<void>((resolve) => (finish = resolve));
+  const worker = new Worker('raw', async () => {}, {
+    connection: new Redis(REDIS_URL, { maxRetriesPerRequest: null }),
+    prefix: rawPrefix,
+    concurrency: 100,
+    removeOnComplete: { count: 0 },
+  });
+  worker.on('completed', () => {
+    done += 1;
+    if (done === count) finish();
+  });
+  const started = performance.now();
+  for (let i = 0; i < count; i += 1_000) {
+    await queue.addBulk(Array.from({ length: Math.min(1_000, count - i) }, (_, k) => ({ name: 'empty', data: {}, opts: { jobId: `j${i + k}` } })));
+  }
+  await finished;
+  const seconds = (performance.now() - started) / 1000;
+  await worker.close();
+  await queue.obliterate({ force: true });
+  await queue.close();
+  connection.disconnect();
+  return count / seconds;
+}
+
+let broker: Broker | undefined;
+let service: ChildProcess | undefined;
+let fleet: Fleet | undefined;
+let storage: string | undefined;
+
+async function cleanup(): Promise<void> {
+  await fleet?.stop().catch(() => {});
+  if (service && service.exitCode === null) {
+    service.kill('SIGTERM');
+    await new Promise((resolve) => {
+      const timer = setTimeout(() => service?.kill('SIGKILL'), 15_000);
+      service!.once('exit', () => resolve(clearTimeout(timer)));
+    });
+  }
+  await broker?.stop().catch(() => {});
+  const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+  await admin.connect();
+  await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`).catch(() => {});
+  await admin.end();
+  const redis = new Redis(REDIS_URL);
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 5_000);
+    cursor = next;
+    if (keys.length > 0) await redis.unlink(...keys);
+  } while (cursor !== '0');
+  redis.disconnect();
+  if (storage) await rm(storage, { recursive: true, force: true });
+}
+
+async function main(): Promise<Record<string, number>> {
+  broker = await startBroker();
+  storage = await mkdtemp(path.join(os.tmpdir(), 'otter-bench-'));
+  const port = await freePort();
+  const apiKey = randomBytes(16).toString('hex');
+  const dbUrl = new URL(ADMIN_DATABASE_URL);
+  dbUrl.pathname = `/${dbName}`;
+  const redis = new Redis(REDIS_URL);
+  const redisBaseline = await redisUsedMemory(redis);
+
+  say(`bench: ${N} devices; service on :${port}, broker ${broker.url}`);
+  service = spawn(process.execPath, ['--import', 'tsx', ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir=.bench'] : []), 'service/main.ts'], {
+    env: {
+      ...process.env,
+      ROLE: 'all',
+      PORT: String(port),
+      HOST: '127.0.0.1',
+      DATABASE_URL: dbUrl.toString(),
+      REDIS_URL,
+      MQTT_URL: broker.url,
+      API_KEYS: apiKey,
+      QUEUE_PREFIX: prefix,
+      STORAGE_DIR: storage,
+      URL_SIGNING_SECRET: 'bench',
+      PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+      WORKER_CONCURRENCY: values.concurrency,
+      LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const baseUrl = `http://127.0.0.1:${port}`;
+  await waitForReady(baseUrl, service);
+  const client = new OtterClient(baseUrl, apiKey);
+
+  const productId = 'bench';
+  const deviceIds = fleetDeviceIds('bench', N);
+  await client.registerDevices(productId, deviceIds, '1.0.0');
+  fleet = new Fleet({ mqttUrl: broker.url, productId, deviceIds, progressSteps: Number(values['progress-steps']), stepMs: 0, reportOnStart: false });
+  await fleet.start();
+  const firmware = await client.createFirmware({ productId, name: 'bench firmware', version: '2.0.0', versionOrder: 2 });
+  await client.uploadFirmware(firmware.id, randomBytes(64 * 1024));
+  const task = await client.createTask({ firmwareId: firmware.id, name: 'bench rollout', timeoutSeconds: 600, retry: { maxAttempts: 3, backoffSeconds: 5, on: ['timeout', 'send_error'] } });
+  say('bench: devices registered, fleet connected, task created; releasing');
+
+  let redisPeak = redisBaseline;
+  const getTaskMs: number[] = [];
+  const started = performance.now();
+  const released = await client.release(task.id, { allDevices: true, push: true });
+  const releaseSeconds = (performance.now() - started) / 1000;
+  if (released.added !== N) throw new Error(`release added ${released.added}, expected ${N}`);
+  say(`bench: released in ${releaseSeconds.toFixed(2)} s`);
+
+  let final = await client.task(task.id);
+  let lastSay = 0;
+  while (final.stats.waiting + final.stats.processing > 0) {
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    const t0 = performance.now();
+    final = await client.task(task.id);
+    getTaskMs.push(performance.now() - t0);
+    redisPeak = Math.max(redisPeak, await redisUsedMemory(redis));
+    if (performance.now() - lastSay > 5_000) {
+      lastSay = performance.now();
+      say(`bench: ${((performance.now() - started) / 1000).toFixed(1)} s ${JSON.stringify(final.stats)}`);
+    }
+    if (performance.now() - started > 30 * 60_000) throw new Error('the rollout did not finish within 30 minutes');
+  }
+  const rolloutSeconds = (performance.now() - started) / 1000;
+  const peakRss = peakRssMb(service.pid!);
+  say(`bench: rollout done in ${rolloutSeconds.toFixed(1)} s: ${JSON.stringify(final.stats)}`);
+
+  const db = new pg.Client({ connectionString: dbUrl.toString() });
+  await db.connect();
+  const { rows } = await db.query<{ p50: number; p99: number }>(`
+    SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY ms) AS p50, percentile_cont(0.99) WITHIN GROUP (ORDER BY ms) AS p99
+    FROM (SELECT extract(epoch FROM completed_at - started_at) * 1000 AS ms FROM upgrade_records WHERE state = 'success') s`);
+  await db.end();
+
+  say('bench: measuring raw BullMQ on the same Redis');
+  const rawBullmqJobsPerSecond = await rawBullmq(N);
+  const devicesPerSecond = N / rolloutSeconds;
+  getTaskMs.sort((a, b) => a - b);
+  redis.disconnect();
+  return {
+    devices: N,
+    success: final.stats.success,
+    releaseSeconds: Number(releaseSeconds.toFixed(3)),
+    rolloutSeconds: Number(rolloutSeconds.toFixed(3)),
+    devicesPerSecond: Math.round(devicesPerSecond),
+    p50CompletionMs: Math.round(Number(rows[0]?.p50 ?? 0)),
+    p99CompletionMs: Math.round(Number(rows[0]?.p99 ?? 0)),
+    rawBullmqJobsPerSecond: Math.round(rawBullmqJobsPerSecond),
+    ratioToRawBullmq: Number((devicesPerSecond / rawBullmqJobsPerSecond).toFixed(3)),
+    peakRssMb: peakRss,
+    redisBytesPerDevice: Math.round((redisPeak - redisBaseline) / N),
+    getTaskP99Ms: Number(percentile(getTaskMs, 99).toFixed(1)),
+  };
+}
+
+let code = 0;
+try {
+  const result = await main();
+  process.stdout.write(`${JSON.stringify(result)}\n`);
+  if (result.success !== N) code = 1;
+} catch (error) {
+  process.stderr.write(`bench: ${error instanceof Error ? error.message : String(error)}\n`);
+  code = 1;
+} finally {
+  await cleanup();
+}
+process.exit(code);
