@@ -52,7 +52,12 @@ export async function claimRecordsForDispatch(
       SELECT t.processing,
         (SELECT count(*)::int FROM upgrade_records r
          WHERE r.task_id = t.id AND r.state = 'waiting' AND r.queued_at IS NOT NULL) AS "queuedUnsent"
-      FROM upgrade_tasks t WHERE t.id = ${taskId} AND t.state = 'running'`.execute(trx);
+      FROM upgrade_tasks t WHERE t.id = ${taskId} AND t.state = 'running'
+        -- past its abort threshold, a task sends nothing more even before the supervisor aborts it
+        AND NOT (t.abort IS NOT NULL
+                 AND t.success + t.failed + t.canceled >= (t.abort->>'minFinished')::int
+                 AND t.success + t.failed > 0
+                 AND t.failed::float8 / (t.success + t.failed) >= (t.abort->>'failureRate')::float8)`.execute(trx);
     if (!counts[0]) return [];
     const limit = Math.floor(await budget(counts[0]));
     if (limit <= 0) return [];
