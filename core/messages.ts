@@ -201,6 +201,11 @@ export function decodeDeviceMessage(received: IncomingDeviceMessage): DeviceMess
   if (incoming.transportError === 'bad_json') {
     return refusal('bad_json', 'payload is not valid JSON', { messageType, deviceId: incoming.deviceId });
   }
+  // before the type: a REST message that is not even an object has no messageType to judge
+  const raw = incoming.body;
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return refusal('invalid_message', 'payload must be a JSON object', { messageType, deviceId: incoming.deviceId });
+  }
   if (!messageType || !(INBOUND_MESSAGE_TYPES as readonly string[]).includes(messageType)) {
     return refusal('unknown_message_type', `unknown messageType ${JSON.stringify(messageType ?? null)}`, {
       deviceId: incoming.deviceId,
@@ -212,10 +217,6 @@ export function decodeDeviceMessage(received: IncomingDeviceMessage): DeviceMess
     if (value && !idPattern.test(value)) {
       return refusal('invalid_message', `${field} ${JSON.stringify(value.slice(0, 80))} is not 1–64 characters of A-Z a-z 0-9 _ - . :`, { messageType });
     }
-  }
-  const raw = incoming.body;
-  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    return refusal('invalid_message', 'payload must be a JSON object', { messageType, deviceId: incoming.deviceId });
   }
   const body: Record<string, unknown> = { ...(raw as Record<string, unknown>) };
   if (body.timestamp === undefined && body.timestampe !== undefined) body.timestamp = body.timestampe;

@@ -3,6 +3,7 @@
 // message in arrival order, one guarded write — and the jobs of records that changed are woken.
 import type { Logger } from 'pino';
 import {
+  INBOUND_MESSAGE_TYPES,
   decodeDeviceMessage,
   isRefusal,
   type DeviceMessage,
@@ -59,6 +60,11 @@ export class DeviceMessageService {
     this.batcher = new Batcher((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 2 });
   }
 
+  /** Resolves once every message received so far is applied. */
+  drain(): Promise<void> {
+    return this.batcher.idle();
+  }
+
   /** Validates and applies one message; never throws for bad input. */
   async receive(incoming: IncomingDeviceMessage, replyRoute: ReplyRoute = 'connector'): Promise<DeviceMessageOutcome> {
     const decoded = decodeDeviceMessage(incoming);
@@ -113,7 +119,9 @@ export class DeviceMessageService {
   }
 
   private refuse(type: string, reason: string, detail: string, deviceId?: string, source?: string): DeviceMessageOutcome {
-    this.deps.metrics.deviceMessages.inc({ type, result: 'refused', reason });
+    // a type sent through the REST API can be any string: only ours become label values
+    const label = (INBOUND_MESSAGE_TYPES as readonly string[]).includes(type) ? type : 'unknown';
+    this.deps.metrics.deviceMessages.inc({ type: label, result: 'refused', reason });
     this.deps.logger.warn({ messageType: type, deviceId, reason, detail, source }, 'device message refused');
     return { accepted: false, code: reason, message: detail };
   }
@@ -198,7 +206,8 @@ export class DeviceMessageService {
       } else {
         working.set(message.deviceId, { original: state, current: next, events: [...result.events], wake: result.wakeJob });
       }
-      const ignored = result.events.every((e) => e.type === 'ignored');
+      // a change with no event (a report of another version: heard from) is not an ignored message
+      const ignored = result.events.length > 0 && result.events.every((e) => e.type === 'ignored');
       outcomes[i] = ignored ? { accepted: true, code: 'ignored', message: result.events[0]?.message } : { accepted: true };
       const list = touched.get(message.deviceId) ?? [];
       list.push(i);

@@ -17,7 +17,18 @@ const DeviceMessage = Type.Object(
   { additionalProperties: true, description: 'a message of CONTRACT §5 with its messageType, deviceId and (for an unregistered device) productId' },
 );
 
-const Body = Type.Union([DeviceMessage, Type.Array(DeviceMessage, { minItems: 1, maxItems: 1_000 })]);
+// The items of an array are not constrained here at all: a message without a messageType, with a
+// mistyped field or that is not even an object is refused on its own (with its reason, counted).
+const Body = Type.Union([
+  DeviceMessage,
+  Type.Array(Type.Unknown({ description: 'a device message, as for a single one' }), { minItems: 1, maxItems: 1_000 }),
+]);
+
+function messageTypeOf(message: unknown): string | undefined {
+  if (typeof message !== 'object' || message === null) return undefined;
+  const type = (message as { messageType?: unknown }).messageType;
+  return typeof type === 'string' ? type : undefined;
+}
 
 const Result = Type.Object({
   index: Type.Integer(),
@@ -36,10 +47,10 @@ const deviceMessageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: Type.Object({ results: Type.Array(Result) }), 400: ErrorReply },
     },
   }, async (request) => {
-    const messages = Array.isArray(request.body) ? request.body : [request.body];
+    const messages: unknown[] = Array.isArray(request.body) ? request.body : [request.body];
     // handed over in order, so messages of one device are applied in the order they were posted
     const outcomes = await Promise.all(
-      messages.map((message) => app.messages.receive({ messageType: message.messageType, body: message, source: 'rest' }, 'caller')),
+      messages.map((message) => app.messages.receive({ messageType: messageTypeOf(message), body: message, source: 'rest' }, 'caller')),
     );
     return { results: outcomes.map((outcome, index) => ({ index, ...outcome })) };
   });
