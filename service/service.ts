@@ -139,12 +139,15 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
     workers,
     messages,
     async stop() {
+      // in order: no new requests, no new jobs (running ones finish), no new device messages,
+      // then what was received is applied before the connections close
       if (app) await app.close();
       await readWaiters?.stop();
       if (workers) await workers.stop();
+      await connector.stop();
+      await messages.drain();
       await waker.stop();
       await supervisor.stop();
-      await connector.stop();
       await queue.close();
       redis.disconnect();
       await db.destroy();

@@ -37,6 +37,8 @@ interface SimulatedDevice {
   version: string;
   fate: DeviceFate;
   upgrading: boolean;
+  /** How many UpgradeFirmwareMessages this device received. */
+  upgradesReceived: number;
 }
 
 export interface FleetStats {
@@ -110,7 +112,7 @@ export class Fleet {
     };
     const rates = this.options;
     for (const id of options.deviceIds) {
-      this.devices.set(id, { id, version: this.options.version, fate: deviceFate(this.options.seed, id, rates), upgrading: false });
+      this.devices.set(id, { id, version: this.options.version, fate: deviceFate(this.options.seed, id, rates), upgrading: false, upgradesReceived: 0 });
     }
   }
 
@@ -193,6 +195,7 @@ export class Fleet {
     }
     if (kind === 'firmware/upgrade') {
       this.stats.upgradesReceived += 1;
+      device.upgradesReceived += 1;
       this.upgrade(device, body, true);
     }
   }

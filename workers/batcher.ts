@@ -40,6 +40,14 @@ export class Batcher<I, O> {
     return this.pending.length;
   }
 
+  /** Resolves once nothing is pending or running (for a graceful shutdown). */
+  async idle(): Promise<void> {
+    while (this.pending.length > 0 || this.running > 0) {
+      if (this.pending.length > 0 && this.running === 0) this.flush();
+      await new Promise((resolve) => setTimeout(resolve, 5));
+    }
+  }
+
   private flush(): void {
     if (this.timer) clearTimeout(this.timer);
     this.timer = undefined;

@@ -25,6 +25,7 @@ import type { Connector, DeviceMessageOutcome } from '../protocols/connector.ts'
 import type { PullAnswer } from './pull-requests.ts';
 import type { Metrics } from '../service/metrics.ts';
 import { Batcher } from './batcher.ts';
+import { retryTransient } from '../db/transient-errors.ts';
 import type { JobWaker } from './job-waker.ts';
 import type { TaskSupervisor } from './task-supervisor.ts';
 
@@ -50,19 +51,31 @@ export interface DeviceMessageServiceDeps {
 }
 
 const STALE_RETRIES = 5;
+const SHARDS = 2;
+/** How long received messages wait for the database to come back before they are given up. */
+const MESSAGE_RETRY_MS = 5 * 60_000;
 
 export class DeviceMessageService {
   private readonly deps: DeviceMessageServiceDeps;
-  private readonly batcher: Batcher<RecordMessage, DeviceMessageOutcome>;
+  /** Shards by device: a device's messages go through one shard, one batch at a time, in order. */
+  private readonly shards: Array<Batcher<RecordMessage, DeviceMessageOutcome>>;
 
   constructor(deps: DeviceMessageServiceDeps) {
     this.deps = deps;
-    this.batcher = new Batcher((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 2 });
+    this.shards = Array.from({ length: SHARDS }, () =>
+      new Batcher<RecordMessage, DeviceMessageOutcome>((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 1 }),
+    );
   }
 
   /** Resolves once every message received so far is applied. */
-  drain(): Promise<void> {
-    return this.batcher.idle();
+  async drain(): Promise<void> {
+    await Promise.all(this.shards.map((shard) => shard.idle()));
+  }
+
+  private shardOf(deviceId: string): Batcher<RecordMessage, DeviceMessageOutcome> {
+    let hash = 0;
+    for (let i = 0; i < deviceId.length; i += 1) hash = (hash * 31 + deviceId.charCodeAt(i)) | 0;
+    return this.shards[Math.abs(hash) % this.shards.length]!;
   }
 
   /** Validates and applies one message; never throws for bad input. */
@@ -85,7 +98,7 @@ export class DeviceMessageService {
     if (message.messageType === 'REQUEST_FIRMWARE') {
       outcome = await this.requestFirmware(message, replyRoute);
     } else {
-      outcome = await this.batcher.add(message);
+      outcome = await this.shardOf(message.deviceId).add(message);
       if (outcome.accepted && message.messageType === 'READ_FIRMWARE_REPLY') this.deps.handlers?.readReply?.(message);
     }
     if (!outcome.accepted && outcome.code) {
@@ -126,8 +139,23 @@ export class DeviceMessageService {
     return { accepted: false, code: reason, message: detail };
   }
 
-  /** One batch: device reports first, then every record message through the state machine. */
-  private async applyBatch(messages: RecordMessage[]): Promise<DeviceMessageOutcome[]> {
+  /**
+   * One batch, tried again while the database fails transiently (a deadlock, a restart): the
+   * messages were already acknowledged to the broker, so they wait here rather than being lost.
+   */
+  private applyBatch(messages: RecordMessage[]): Promise<DeviceMessageOutcome[]> {
+    return retryTransient(() => this.applyBatchOnce(messages), {
+      maxRetryTime: MESSAGE_RETRY_MS,
+      onRetry: (err, attempt) => {
+        if (attempt === 1 || attempt % 10 === 0) {
+          this.deps.logger.warn({ err: (err as Error).message, messages: messages.length, attempt }, 'device messages not applied yet; trying again');
+        }
+      },
+    });
+  }
+
+  /** Device reports first, then every record message through the state machine. */
+  private async applyBatchOnce(messages: RecordMessage[]): Promise<DeviceMessageOutcome[]> {
     const outcomes: Array<DeviceMessageOutcome | undefined> = new Array(messages.length);
     const reportIndexes = messages.flatMap((m, i) => (m.messageType === 'REPORT_FIRMWARE' || m.messageType === 'READ_FIRMWARE_REPLY' ? [i] : []));
     const reportOutcomes = await applyFirmwareReports(

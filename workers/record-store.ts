@@ -6,8 +6,12 @@ import { loadUpgradeStatesByIds, type UpgradeState } from '../db/queries/upgrade
 import { applyRecordChanges, type RecordChange } from '../db/queries/record-changes.ts';
 import { unqueueRecord } from '../db/queries/dispatch.ts';
 import { Batcher } from './batcher.ts';
+import { retryTransient } from '../db/transient-errors.ts';
 
 export type ApplyResult = 'applied' | 'stale';
+
+// a job that cannot reach the database for longer parks itself and tries again later
+const SHORT_RETRY = { maxRetryTime: 5_000 };
 
 export class RecordStore {
   private readonly loads: Batcher<number, UpgradeState | undefined>;
@@ -20,7 +24,7 @@ export class RecordStore {
     this.db = db;
     this.loads = new Batcher(
       async (ids) => {
-        const states = await loadUpgradeStatesByIds(db, ids);
+        const states = await retryTransient(() => loadUpgradeStatesByIds(db, ids), SHORT_RETRY);
         return ids.map((id) => states.get(id));
       },
       { maxItems: 500, maxWaitMs: 2, concurrency: 2 },
@@ -30,7 +34,7 @@ export class RecordStore {
         // a record appears once per batch: the guard would refuse a second change anyway
         const first = new Map<number, RecordChange>();
         for (const change of batch) if (!first.has(change.id)) first.set(change.id, change);
-        const { applied } = await applyRecordChanges(db, [...first.values()]);
+        const { applied } = await retryTransient(() => applyRecordChanges(db, [...first.values()]), SHORT_RETRY);
         const appliedSet = new Set(applied);
         if (applied.length > 0) this.onApplied(applied);
         return batch.map((change) => (appliedSet.has(change) ? 'applied' : 'stale'));

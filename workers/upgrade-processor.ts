@@ -12,9 +12,11 @@ import type { UpgradeState } from '../db/queries/upgrade-state.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
 import type { RecordStore } from './record-store.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
+import { isTransientDbError } from '../db/transient-errors.ts';
 
 /** Steps one run may take before it parks (a send, then its immediate failure, then a retry…). */
 const MAX_STEPS = 8;
+const DATABASE_RETRY_MS = 3_000;
 
 export interface UpgradeProcessorDeps {
   store: RecordStore;
@@ -70,7 +72,18 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
     }
   }
 
-  return async function processUpgrade(job: Job<UpgradeJobData>, token?: string): Promise<UpgradeJobResult> {
+  async function processUpgrade(job: Job<UpgradeJobData>, token?: string): Promise<UpgradeJobResult> {
+    try {
+      return await step(job, token);
+    } catch (error) {
+      if (!isTransientDbError(error)) throw error;
+      // the database is away (restarting, unreachable): the record is unchanged, look again soon
+      logger.warn({ jobId: job.id, err: (error as Error).message }, 'database unavailable; job parked');
+      return park(job, token, Date.now() + DATABASE_RETRY_MS);
+    }
+  }
+
+  async function step(job: Job<UpgradeJobData>, token?: string): Promise<UpgradeJobResult> {
     const jobDispatches = parseUpgradeJobId(job.id ?? '')?.dispatches ?? -1;
     for (let step = 0; step < MAX_STEPS; step += 1) {
       const state = await store.load(job.data.recordId);
@@ -120,7 +133,9 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
     }
     // the record kept changing under us; look again shortly
     return park(job, token, Date.now() + 1_000);
-  };
+  }
+
+  return processUpgrade;
 }
 
 async function park(job: Job, token: string | undefined, until: number): Promise<never> {

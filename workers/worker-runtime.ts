@@ -96,6 +96,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   return {
     dispatcher,
     worker,
+    // stop taking work; jobs running now finish (they may still send through the connector)
     async stop() {
       await unsubscribe();
       await dispatcher.stop();

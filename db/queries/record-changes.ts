@@ -48,8 +48,10 @@ export async function addTaskCounters(db: Db, deltas: Map<string, Partial<Record
   const entries = [...deltas].filter(([, delta]) => Object.values(delta).some((n) => n !== 0));
   if (entries.length === 0) return;
   const column = (state: RecordState) => entries.map(([, delta]) => delta[state] ?? 0);
-  // sorted by id so concurrent batches lock task rows in the same order
-  entries.sort(([a], [b]) => (a < b ? -1 : 1));
+  // task rows locked in id order, so concurrent batches never deadlock on them
+  if (entries.length > 1) {
+    await sql`SELECT 1 FROM upgrade_tasks WHERE id = ANY(${entries.map(([id]) => id)}::uuid[]) ORDER BY id FOR UPDATE`.execute(db);
+  }
   await sql`
     UPDATE upgrade_tasks t SET
       waiting = t.waiting + d.waiting, processing = t.processing + d.processing,
@@ -86,6 +88,9 @@ export async function applyRecordChanges(
   const ordered = [...changes].sort((a, b) => a.id - b.id);
   const col = <T>(pick: (change: RecordChange) => T) => ordered.map(pick);
   return db.transaction().execute(async (trx) => {
+    // lock the rows in id order first: concurrent batches then queue behind each other instead of
+    // deadlocking on overlapping records taken in different orders
+    await sql`SELECT 1 FROM upgrade_records WHERE id = ANY(${ordered.map((c) => c.id)}::bigint[]) ORDER BY id FOR UPDATE`.execute(trx);
     const { rows } = await sql<{ id: number }>`
       UPDATE upgrade_records r SET
         state = u.state, attempts = u.attempts, progress = u.progress, error_reason = u.error_reason,
@@ -116,8 +121,11 @@ export async function applyRecordChanges(
     await insertRecordEvents(trx, events);
     await addTaskCounters(trx, counterDeltas(applied));
     // a successful upgrade means the device now runs the target version
-    const upgraded = applied.filter((change) => change.record.state === 'success' && change.fromState !== 'success');
+    const upgraded = applied
+      .filter((change) => change.record.state === 'success' && change.fromState !== 'success')
+      .sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1));
     if (upgraded.length > 0) {
+      await sql`SELECT 1 FROM devices WHERE id = ANY(${upgraded.map((c) => c.deviceId)}::text[]) ORDER BY id FOR UPDATE`.execute(trx);
       await sql`
         UPDATE devices d SET firmware_version = u.version, firmware_reported_at = now(), updated_at = now()
         FROM unnest(${upgraded.map((c) => c.deviceId)}::text[], ${upgraded.map((c) => c.record.targetVersion)}::text[])
