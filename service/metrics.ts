@@ -38,6 +38,16 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  /** Observes the completion latency of records that just became final. */
+  observeFinished(changes: Iterable<{ fromState: string; record: { state: string; startedAt: number | null; completedAt: number | null } }>): void {
+    for (const { fromState, record } of changes) {
+      if (fromState === record.state || !['success', 'failed', 'canceled'].includes(record.state)) continue;
+      if (record.startedAt !== null && record.completedAt !== null) {
+        this.completionLatency.observe({ state: record.state }, (record.completedAt - record.startedAt) / 1000);
+      }
+    }
+  }
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

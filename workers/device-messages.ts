@@ -264,6 +264,7 @@ export class DeviceMessageService {
     }
     this.deps.waker.wake(wake);
     this.deps.supervisor.touch(finishedTasks);
+    this.deps.metrics.observeFinished(applied);
 
     const retry: number[] = [];
     for (const change of stale) retry.push(...(touched.get(change.deviceId) ?? []));

@@ -48,16 +48,8 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   const dispatcher = new Dispatcher(db, queue, rateLimiter, logger, deps.dispatcher);
 
   store.onApplied = (changes) => {
-    const finished = new Set<string>();
-    for (const change of changes) {
-      if (isFinal(change.record.state)) {
-        finished.add(change.taskId);
-        if (change.record.startedAt !== null && change.record.completedAt !== null) {
-          metrics.completionLatency.observe({ state: change.record.state }, (change.record.completedAt - change.record.startedAt) / 1000);
-        }
-      }
-    }
-    supervisor.touch(finished);
+    metrics.observeFinished(changes);
+    supervisor.touch(changes.filter((change) => isFinal(change.record.state)).map((change) => change.taskId));
   };
 
   const processor = createUpgradeProcessor({
