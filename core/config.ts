@@ -31,6 +31,11 @@ export interface Config {
   firmwareMaxBytes: number;
   /** Largest JSON body accepted by the API (release lists of 100,000 ids need a few MB). */
   bodyLimitBytes: number;
+  /** How often a worker compares the jobs in Redis with the records in Postgres. */
+  reconcileIntervalMs: number;
+  /** Failed authentication attempts allowed per client address and window before 429 (0: no limit). */
+  authFailureLimit: number;
+  authFailureWindowSeconds: number;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -130,5 +135,8 @@ export function loadConfig(env: Env = process.env): Config {
     logLevel,
     firmwareMaxBytes: integer(env, 'FIRMWARE_MAX_BYTES', 2 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 8 * 1024 * 1024, 1024, 1024 ** 3),
+    reconcileIntervalMs: integer(env, 'RECONCILE_INTERVAL_SECONDS', 30, 1, 86_400) * 1000,
+    authFailureLimit: integer(env, 'AUTH_FAILURE_LIMIT', 20, 0, 1_000_000_000),
+    authFailureWindowSeconds: integer(env, 'AUTH_FAILURE_WINDOW_SECONDS', 60, 1, 86_400),
   };
 }

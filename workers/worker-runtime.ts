@@ -15,6 +15,7 @@ import { listenForDispatch } from './dispatch-signal.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
 import type { JobWaker } from './job-waker.ts';
 import { RecordStore } from './record-store.ts';
+import { Reconciler } from './reconciler.ts';
 import { SendRateLimiter } from './send-rate-limiter.ts';
 import type { TaskSupervisor } from './task-supervisor.ts';
 import { createUpgradeProcessor, type UpgradeJobResult } from './upgrade-processor.ts';
@@ -37,6 +38,7 @@ export interface WorkerRuntimeDeps {
 
 export interface WorkerRuntime {
   dispatcher: Dispatcher;
+  reconciler: Reconciler;
   worker: Worker<UpgradeJobData, UpgradeJobResult>;
   stop(): Promise<void>;
 }
@@ -84,13 +86,17 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   const subscriber = createRedis(config.redisUrl);
   const unsubscribe = await listenForDispatch(subscriber, config.queuePrefix, () => dispatcher.poke());
   dispatcher.start();
+  const reconciler = new Reconciler(db, queue, deps.redis, logger, config.reconcileIntervalMs);
+  reconciler.start();
 
   return {
     dispatcher,
+    reconciler,
     worker,
     // stop taking work; jobs running now finish (they may still send through the connector)
     async stop() {
       await unsubscribe();
+      await reconciler.stop();
       await dispatcher.stop();
       await worker.close();
       workerConnection.disconnect();

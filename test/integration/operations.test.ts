@@ -1,10 +1,9 @@
 // What operators watch: /metrics moves with a rollout and agrees with the task's stats at the end;
 // /health/ready answers 503 naming Redis while it is down and 200 once it is back.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
-import { freePort } from '../helpers/processes.ts';
+import { startRedis, type PrivateRedis } from '../helpers/redis-server.ts';
 import { Fleet, fleetDeviceIds } from '../../tools/fleet.ts';
 import { allFinal, createFirmware, createTask, registerDevices, taskStats } from '../helpers/rollout.ts';
 
@@ -79,38 +78,22 @@ describe('metrics during a rollout', () => {
 });
 
 describe('/health/ready', () => {
-  let redis: ChildProcess | undefined;
+  let redis: PrivateRedis | undefined;
   let t: TestApp | undefined;
-
-  function startRedis(port: number): Promise<ChildProcess> {
-    const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
-    return new Promise((resolve, reject) => {
-      const deadline = Date.now() + 10_000;
-      const probe = async () => {
-        const ok = await fetch(`http://127.0.0.1:${port}`).then(() => true, (error: { cause?: { code?: string } }) => error.cause?.code !== 'ECONNREFUSED');
-        if (ok) resolve(child);
-        else if (Date.now() > deadline) reject(new Error('redis-server did not start'));
-        else setTimeout(probe, 50);
-      };
-      void probe();
-    });
-  }
 
   afterAll(async () => {
     await t?.close().catch(() => {});
-    redis?.kill('SIGKILL');
+    await redis?.stop();
   });
 
   it('answers 503 naming Redis while it is down, and 200 once it is back', async () => {
-    const port = await freePort();
-    redis = await startRedis(port);
-    t = await buildTestApp({ REDIS_URL: `redis://127.0.0.1:${port}` });
+    redis = await startRedis();
+    t = await buildTestApp({ REDIS_URL: redis.url });
     const ready = await t.app.inject({ url: '/health/ready' });
     expect(ready.statusCode).toBe(200);
     expect(ready.json().checks).toMatchObject({ postgres: 'ok', redis: 'ok' });
 
-    redis.kill('SIGKILL');
-    await new Promise((resolve) => redis!.once('exit', resolve));
+    await redis.stop();
     const down = await t.app.inject({ url: '/health/ready' });
     expect(down.statusCode).toBe(503);
     expect(down.json().checks.redis).toMatch(/^down/);
@@ -118,7 +101,7 @@ describe('/health/ready', () => {
     expect(down.json().message).toMatch(/redis/);
     expect((await t.app.inject({ url: '/health/live' })).statusCode).toBe(200);
 
-    redis = await startRedis(port);
+    redis = await startRedis(redis.port);
     const deadline = Date.now() + 15_000;
     let back = await t.app.inject({ url: '/health/ready' });
     while (back.statusCode !== 200 && Date.now() < deadline) {

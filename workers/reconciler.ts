@@ -1,0 +1,131 @@
+// The reconciler keeps Redis honest to Postgres (the truth): at start and then periodically it
+// rebuilds the job of every in-flight record whose job is missing (Redis lost its data, a process
+// died between a commit and its addBulk), runs jobs whose record is long past due, and wakes parked
+// jobs whose record already ended (a wake-up that was lost). Every step is idempotent, so two
+// processes reconciling at once do no harm.
+import type { Queue } from 'bullmq';
+import type { Redis } from 'ioredis';
+import type { Logger } from 'pino';
+import { parseUpgradeJobId, upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
+import type { Db } from '../db/connection.ts';
+import { finishedRecordIds, inFlightRecords, tasksWithRecordsInFlight, type InFlightRecord } from '../db/queries/reconcile.ts';
+
+const PAGE = 1_000;
+/** A job this late for its record is considered stuck and run now. */
+const OVERDUE_MS = 30_000;
+
+export interface ReconcileReport {
+  checked: number;
+  rebuilt: number;
+  overdue: number;
+  woken: number;
+}
+
+export class Reconciler {
+  private readonly db: Db;
+  private readonly queue: Queue<UpgradeJobData>;
+  private readonly redis: Redis;
+  private readonly logger: Logger;
+  private readonly intervalMs: number;
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<unknown> | undefined;
+  private stopped = false;
+
+  constructor(db: Db, queue: Queue<UpgradeJobData>, redis: Redis, logger: Logger, intervalMs = 30_000) {
+    this.db = db;
+    this.queue = queue;
+    this.redis = redis;
+    this.logger = logger;
+    this.intervalMs = intervalMs;
+  }
+
+  start(): void {
+    this.stopped = false;
+    this.schedule(0);
+  }
+
+  private schedule(delayMs: number): void {
+    if (this.stopped) return;
+    // a little jitter, so that several workers do not all reconcile at the same moment
+    this.timer = setTimeout(() => {
+      this.running = this.runOnce()
+        .then((report) => {
+          if (report.rebuilt + report.overdue + report.woken > 0) this.logger.warn(report, 'reconciled Redis with Postgres');
+        })
+        .catch((err: unknown) => this.logger.warn({ err: (err as Error).message }, 'reconcile failed; trying again later'))
+        .finally(() => this.schedule(this.intervalMs * (0.8 + Math.random() * 0.4)));
+    }, delayMs);
+  }
+
+  async runOnce(now = Date.now()): Promise<ReconcileReport> {
+    const report: ReconcileReport = { checked: 0, rebuilt: 0, overdue: 0, woken: 0 };
+    for (const taskId of await tasksWithRecordsInFlight(this.db)) {
+      for (let after = 0; ; ) {
+        const page = await inFlightRecords(this.db, taskId, after, PAGE);
+        if (page.length === 0) break;
+        await this.reconcilePage(page, now, report);
+        after = page[page.length - 1]!.id;
+        if (this.stopped) return report;
+      }
+    }
+    report.woken = await this.wakeJobsOfFinishedRecords();
+    return report;
+  }
+
+  private async reconcilePage(records: InFlightRecord[], now: number, report: ReconcileReport): Promise<void> {
+    report.checked += records.length;
+    const pipeline = this.redis.pipeline();
+    for (const record of records) pipeline.exists(this.queue.toKey(upgradeJobId(record.id, record.dispatches)));
+    const exists = ((await pipeline.exec()) ?? []).map(([, value]) => value === 1);
+    const missing = records.filter((_, i) => !exists[i]);
+    if (missing.length > 0) {
+      await this.queue.addBulk(
+        missing.map((record) => ({
+          name: record.deviceId,
+          data: { recordId: record.id, taskId: record.taskId, deviceId: record.deviceId },
+          opts: { jobId: upgradeJobId(record.id, record.dispatches), delay: Math.max(0, record.dueAt - now) },
+        })),
+      );
+      report.rebuilt += missing.length;
+    }
+    const overdue = records.filter((record, i) => exists[i] && record.state === 'processing' && record.dueAt + OVERDUE_MS < now);
+    for (const record of overdue) {
+      // promote fails for a job that is running or waiting already: then it is not stuck
+      const promoted = await this.queue.backend.promote(upgradeJobId(record.id, record.dispatches)).then(() => true, () => false);
+      if (promoted) report.overdue += 1;
+    }
+  }
+
+  /** Parked jobs whose record already ended: their wake-up was lost; run them so they finish. */
+  private async wakeJobsOfFinishedRecords(): Promise<number> {
+    const client = this.redis;
+    const delayedKey = this.queue.keys.delayed!;
+    let woken = 0;
+    for (let start = 0; ; start += PAGE) {
+      const jobIds = await client.zrange(delayedKey, start, start + PAGE - 1);
+      if (jobIds.length === 0) break;
+      const byRecord = new Map<number, string>();
+      for (const jobId of jobIds) {
+        const parsed = parseUpgradeJobId(jobId);
+        if (parsed) byRecord.set(parsed.recordId, jobId);
+      }
+      const finished = await finishedRecordIds(this.db, [...byRecord.keys()]);
+      let promotedHere = 0;
+      for (const recordId of finished) {
+        const promoted = await this.queue.backend.promote(byRecord.get(recordId)!).then(() => true, () => false);
+        if (promoted) promotedHere += 1;
+      }
+      woken += promotedHere;
+      // promoted jobs left the delayed set: the next page starts that much earlier
+      start -= promotedHere;
+      if (jobIds.length < PAGE) break;
+    }
+    return woken;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    if (this.timer) clearTimeout(this.timer);
+    await this.running;
+  }
+}
