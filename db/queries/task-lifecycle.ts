@@ -51,6 +51,7 @@ export async function cancelRecords(
     WITH target AS (
       SELECT id, state, queued_at FROM upgrade_records r
       WHERE r.task_id = ${taskId} AND r.state = ANY(${options.states}::text[]) ${deviceFilter}
+      ORDER BY r.id -- locked in id order, like record batches (applyRecordChanges)
       FOR UPDATE
     )
     UPDATE upgrade_records r SET state = 'canceled', completed_at = now(), queued_at = NULL,
@@ -80,6 +81,8 @@ export async function cancelRecords(
 /** Marks the task aborted and cancels its waiting records; the caller removes their jobs. */
 export async function abortTask(db: Db, taskId: string): Promise<CanceledRecord[] | undefined> {
   return db.transaction().execute(async (trx) => {
+    // the records first, then the task row: the order in which record batches lock them
+    await sql`SELECT 1 FROM upgrade_records WHERE task_id = ${taskId} AND state = 'waiting' ORDER BY id FOR UPDATE`.execute(trx);
     const { rows } = await sql<{ id: string }>`
       UPDATE upgrade_tasks SET state = 'aborted', updated_at = now()
       WHERE id = ${taskId} AND state IN ('running', 'paused') RETURNING id`.execute(trx);
