@@ -14,7 +14,7 @@ import { Queue, Worker } from 'bullmq';
 import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startBroker, type Broker } from './broker.ts';
-import { Fleet, fleetDeviceIds } from './fleet.ts';
+import { fleetDeviceIds } from './fleet.ts';
 import { OtterClient } from './otter-client.ts';
 
 const { values } = parseArgs({
@@ -24,6 +24,7 @@ const { values } = parseArgs({
     concurrency: { type: 'string', default: '100' },
     'progress-steps': { type: 'string', default: '3' },
     'cpu-prof': { type: 'boolean', default: false },
+    split: { type: 'boolean', default: false, description: 'run ROLE=api and ROLE=worker as two processes' },
   },
   strict: true,
 });
@@ -113,18 +114,25 @@ async function rawBullmq(count: number): Promise<number> {
 
 let broker: Broker | undefined;
 let service: ChildProcess | undefined;
-let fleet: Fleet | undefined;
+let worker: ChildProcess | undefined;
+// the service runs as `npm start` runs it
+const SERVICE_NODE_FLAGS = ['--max-old-space-size=256', '--import', 'tsx'];
+let fleet: ChildProcess | undefined;
 let storage: string | undefined;
 
+async function stopProcess(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null) return;
+  child.kill('SIGTERM');
+  await new Promise((resolve) => {
+    const timer = setTimeout(() => child.kill('SIGKILL'), 15_000);
+    child.once('exit', () => resolve(clearTimeout(timer)));
+  });
+}
+
 async function cleanup(): Promise<void> {
-  await fleet?.stop().catch(() => {});
-  if (service && service.exitCode === null) {
-    service.kill('SIGTERM');
-    await new Promise((resolve) => {
-      const timer = setTimeout(() => service?.kill('SIGKILL'), 15_000);
-      service!.once('exit', () => resolve(clearTimeout(timer)));
-    });
-  }
+  await stopProcess(fleet);
+  await stopProcess(service);
+  await stopProcess(worker);
   await broker?.stop().catch(() => {});
   const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
   await admin.connect();
@@ -151,26 +159,32 @@ async function main(): Promise<Record<string, number>> {
   const redis = new Redis(REDIS_URL);
   const redisBaseline = await redisUsedMemory(redis);
 
-  say(`bench: ${N} devices; service on :${port}, broker ${broker.url}`);
-  service = spawn(process.execPath, ['--import', 'tsx', ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir=.bench'] : []), 'service/main.ts'], {
-    env: {
-      ...process.env,
-      ROLE: 'all',
-      PORT: String(port),
-      HOST: '127.0.0.1',
-      DATABASE_URL: dbUrl.toString(),
-      REDIS_URL,
-      MQTT_URL: broker.url,
-      API_KEYS: apiKey,
-      QUEUE_PREFIX: prefix,
-      STORAGE_DIR: storage,
-      URL_SIGNING_SECRET: 'bench',
-      PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
-      WORKER_CONCURRENCY: values.concurrency,
-      LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
-    },
-    stdio: ['ignore', 'ignore', 'inherit'],
-  });
+  say(`bench: ${N} devices; service on :${port} (${values.split ? 'ROLE=api + ROLE=worker' : 'ROLE=all'}), broker ${broker.url}`);
+  const serviceEnv = {
+    ...process.env,
+    HOST: '127.0.0.1',
+    DATABASE_URL: dbUrl.toString(),
+    REDIS_URL,
+    MQTT_URL: broker.url,
+    API_KEYS: apiKey,
+    QUEUE_PREFIX: prefix,
+    STORAGE_DIR: storage,
+    URL_SIGNING_SECRET: 'bench',
+    PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
+    WORKER_CONCURRENCY: values.concurrency,
+    LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+  };
+  const startProcess = (role: string, listenPort: number) =>
+    spawn(process.execPath, [...SERVICE_NODE_FLAGS, ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir=.bench'] : []), 'service/main.ts'], {
+      env: { ...serviceEnv, ROLE: role, PORT: String(listenPort) },
+      stdio: ['ignore', 'ignore', 'inherit'],
+    });
+  service = startProcess(values.split ? 'api' : 'all', port);
+  if (values.split) {
+    const workerPort = await freePort();
+    worker = startProcess('worker', workerPort);
+    await waitForReady(`http://127.0.0.1:${workerPort}`, worker);
+  }
   const baseUrl = `http://127.0.0.1:${port}`;
   await waitForReady(baseUrl, service);
   const client = new OtterClient(baseUrl, apiKey);
@@ -178,8 +192,15 @@ async function main(): Promise<Record<string, number>> {
   const productId = 'bench';
   const deviceIds = fleetDeviceIds('bench', N);
   await client.registerDevices(productId, deviceIds, '1.0.0');
-  fleet = new Fleet({ mqttUrl: broker.url, productId, deviceIds, progressSteps: Number(values['progress-steps']), stepMs: 0, reportOnStart: false });
-  await fleet.start();
+  // the fleet runs in its own process, so this one measures with an idle event loop
+  fleet = spawn(process.execPath, ['--import', 'tsx', 'tools/simulate.ts', '--devices', String(N), '--product', productId, '--prefix', 'bench',
+    '--progress-steps', values['progress-steps']!, '--step-ms', '0', '--skip-report', '--mqtt-url', broker.url], { stdio: ['ignore', 'pipe', 'inherit'] });
+  await new Promise<void>((resolve, reject) => {
+    fleet!.stdout!.on('data', (chunk: Buffer) => {
+      if (chunk.toString().includes('simulating')) resolve();
+    });
+    fleet!.once('exit', (code) => reject(new Error(`the simulated fleet exited with ${code}`)));
+  });
   const firmware = await client.createFirmware({ productId, name: 'bench firmware', version: '2.0.0', versionOrder: 2 });
   await client.uploadFirmware(firmware.id, randomBytes(64 * 1024));
   const task = await client.createTask({ firmwareId: firmware.id, name: 'bench rollout', timeoutSeconds: 600, retry: { maxAttempts: 3, backoffSeconds: 5, on: ['timeout', 'send_error'] } });
@@ -208,7 +229,8 @@ async function main(): Promise<Record<string, number>> {
     if (performance.now() - started > 30 * 60_000) throw new Error('the rollout did not finish within 30 minutes');
   }
   const rolloutSeconds = (performance.now() - started) / 1000;
-  const peakRss = peakRssMb(service.pid!);
+  // the service's largest process (the only one, or the worker when split)
+  const peakRss = Math.max(peakRssMb(service.pid!), worker ? peakRssMb(worker.pid!) : 0);
   say(`bench: rollout done in ${rolloutSeconds.toFixed(1)} s: ${JSON.stringify(final.stats)}`);
 
   const db = new pg.Client({ connectionString: dbUrl.toString() });

@@ -16,6 +16,7 @@ const { values } = parseArgs({
     'step-ms': { type: 'string', default: '500' },
     version: { type: 'string', default: '1.0.0' },
     pull: { type: 'boolean', default: false },
+    'skip-report': { type: 'boolean', default: false },
     seed: { type: 'string', default: 'otter' },
     'mqtt-url': { type: 'string', default: process.env.MQTT_URL ?? 'mqtt://127.0.0.1:1883' },
     api: { type: 'string', description: 'Otter base URL: register the devices first' },
@@ -27,7 +28,7 @@ const { values } = parseArgs({
 
 if (values.help) {
   process.stdout.write(`usage: npm run simulate -- --devices N --product P [--fail-rate 0.02] [--silent-rate 0.01]
-  [--reject-rate 0] [--progress-steps 3] [--step-ms 500] [--version 1.0.0] [--pull] [--seed s]
+  [--reject-rate 0] [--progress-steps 3] [--step-ms 500] [--version 1.0.0] [--pull] [--skip-report] [--seed s]
   [--mqtt-url mqtt://127.0.0.1:1883] [--api http://localhost:3000 --api-key KEY]
 `);
   process.exit(0);
@@ -77,6 +78,7 @@ const fleet = new Fleet({
   stepMs: Number(values['step-ms']),
   version: values.version,
   pull: values.pull,
+  reportOnStart: !values['skip-report'],
   seed: values.seed,
   verifyDownload,
 });
