@@ -15,3 +15,11 @@ export function createKeyMatcher(keys: readonly string[]): (candidate: string) =
     return match;
   };
 }
+
+/**
+ * A stable, non-reversible name for an API key, for scoping what a key did (idempotency keys)
+ * without storing the key. Domain-separated so it is not the digest used for comparison.
+ */
+export function apiKeyFingerprint(key: string): string {
+  return createHash('sha256').update('otter-api-key:').update(key).digest('hex');
+}

@@ -119,12 +119,29 @@ export interface RecordEventTable {
   message: string | null;
 }
 
+export type IdempotencyKeyState = 'in_progress' | 'done';
+
+export interface IdempotencyKeyTable {
+  api_key_hash: string;
+  method: string;
+  path: string;
+  idempotency_key: string;
+  request_hash: string;
+  state: Generated<IdempotencyKeyState>;
+  response_status: number | null;
+  response_body: string | null;
+  // reset when an expired or stale key is taken over
+  created_at: Timestamp;
+  expires_at: Timestamp;
+}
+
 export interface Database {
   firmware: FirmwareTable;
   devices: DeviceTable;
   upgrade_tasks: UpgradeTaskTable;
   upgrade_records: UpgradeRecordTable;
   record_events: RecordEventTable;
+  idempotency_keys: IdempotencyKeyTable;
 }
 
 export type FirmwareRow = Selectable<FirmwareTable>;
@@ -134,3 +151,4 @@ export type DeviceRow = Selectable<DeviceTable>;
 export type TaskRow = Selectable<UpgradeTaskTable>;
 export type RecordRow = Selectable<UpgradeRecordTable>;
 export type RecordEventRow = Selectable<RecordEventTable>;
+export type IdempotencyKeyRow = Selectable<IdempotencyKeyTable>;

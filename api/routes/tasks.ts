@@ -6,7 +6,7 @@ import { Type } from 'typebox';
 import { conflict, notFound } from '../../core/errors.ts';
 import { findFirmware } from '../../db/queries/firmware.ts';
 import { deleteIdleTask, insertTask, listTaskRecords, listTasks, updateTask } from '../../db/queries/tasks.ts';
-import { ErrorReply, Page, UuidParams, paging } from '../schemas/common.ts';
+import { ErrorReply, IdempotencyHeaders, Page, UuidParams, paging } from '../schemas/common.ts';
 import { UpgradeRecord, recordToJson } from '../schemas/records.ts';
 import {
   CancelBody,
@@ -35,15 +35,20 @@ const emptyBodyIsObject: preValidationHookHandler = async (request) => {
 };
 
 const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply };
+/** Routes that honour Idempotency-Key also answer 422 `idempotency_key_reused`. */
+const idempotentErrors = { ...errors, 422: ErrorReply };
+const idempotent = { idempotent: true };
 
 const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/tasks', {
+    config: idempotent,
     schema: {
       tags,
       summary: 'Create an upgrade task for a firmware',
       description: 'The task starts in state `created`; release it to devices, then push it (push mode) or let devices ask (pull mode).',
+      headers: IdempotencyHeaders,
       body: TaskCreateBody,
-      response: { 201: Task, ...errors },
+      response: { 201: Task, ...idempotentErrors },
     },
   }, async (request, reply) => {
     const body = request.body;
@@ -109,13 +114,15 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   app.post('/tasks/:id/release', {
+    config: idempotent,
     schema: {
       tags,
       summary: 'Release the task to all devices of its product or to chosen devices',
       description: 'Creates one `waiting` record per device; skips (and counts by reason) devices already on the version, busy in another task, filtered by fromVersions, unknown, or already in this task. `push: true` pushes right away.',
       params: UuidParams,
+      headers: IdempotencyHeaders,
       body: ReleaseBody,
-      response: { 200: ReleaseReply, ...errors },
+      response: { 200: ReleaseReply, ...idempotentErrors },
     },
   }, async (request) => {
     const { push, ...selection } = request.body;
@@ -123,13 +130,15 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   app.post('/tasks/:id/push', {
+    config: idempotent,
     preValidation: emptyBodyIsObject,
     schema: {
       tags,
       summary: 'Push: send the waiting records (or some devices of them), within the rollout limits',
       params: UuidParams,
+      headers: IdempotencyHeaders,
       body: PushBody,
-      response: { 200: PushReply, ...errors },
+      response: { 200: PushReply, ...idempotentErrors },
     },
   }, async (request) => ({ queued: await app.tasks.push(request.params.id, request.body.deviceIds) }));
 
@@ -156,13 +165,15 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   });
 
   app.post('/tasks/:id/retry', {
+    config: idempotent,
     preValidation: emptyBodyIsObject,
     schema: {
       tags,
       summary: 'Put failed (or canceled) records back to waiting with attempts reset; the task runs again',
       params: UuidParams,
+      headers: IdempotencyHeaders,
       body: RetryBody,
-      response: { 200: RetryReply, ...errors },
+      response: { 200: RetryReply, ...idempotentErrors },
     },
   }, async (request) => {
     const { retried, task } = await app.tasks.retry(request.params.id, request.body);

@@ -89,8 +89,11 @@ export class TaskService {
     const task = await this.open(taskId);
     const states: RecordState[] = options.includeProcessing ? ['waiting', 'processing'] : ['waiting'];
     const canceled = await this.db.transaction().execute(async (trx) => {
+      // the records first, then the task row: the order in which record batches lock them, so a
+      // cancel amid a stream of device messages cannot deadlock with them
+      const records = await cancelRecords(trx, taskId, { states, deviceIds: options.deviceIds, message: 'canceled by an operator' });
       if (!options.deviceIds) await moveTaskState(trx, taskId, ['created', 'running', 'paused', 'completed'], 'canceled');
-      return cancelRecords(trx, taskId, { states, deviceIds: options.deviceIds, message: 'canceled by an operator' });
+      return records;
     });
     await removeJobs(this.queue, canceled);
     if (options.deviceIds) await completeFinishedTasks(this.db, [task.id]);

@@ -1,7 +1,9 @@
 // The migrations in order. Listed here rather than read from disk so a build runs them too.
 import type { Migration } from 'kysely';
 import * as initial from './0001_initial.ts';
+import * as idempotencyKeys from './0002_idempotency_keys.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
+  '0002_idempotency_keys': idempotencyKeys,
 };
