@@ -37,6 +37,8 @@ export async function buildTestApp(env: Env = {}, options: StartOptions = {}): P
     QUEUE_PREFIX: uniqueName('otter-test'),
     URL_SIGNING_SECRET: 'test-signing-secret',
     LOG_LEVEL: process.env.TEST_LOG_LEVEL ?? 'silent',
+    // tests send many wrong keys from one address; auth-limits.test.ts sets its own limit
+    AUTH_FAILURE_LIMIT: '0',
     ...env,
   });
   const otter = await startOtter(config, {
