@@ -1,6 +1,13 @@
 // The Fastify application: external plugins, then Otter's own plugins, then the routes.
 // Everything it talks to arrives in `ApiContext`, so tests build it against their own services.
-import Fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import Fastify, {
+  LogController,
+  type FastifyBaseLogger,
+  type FastifyError,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import fastifyHelmet from '@fastify/helmet';
 import type { Config } from '../core/config.ts';
@@ -9,8 +16,10 @@ import type { Logger } from '../service/logger.ts';
 import type { Readiness } from '../service/readiness.ts';
 import type { FirmwareStorage } from './services/firmware-storage.ts';
 import validation from './plugins/validation.ts';
-import errorHandler, { errorBody } from './plugins/error-handler.ts';
+import errorHandler, { describeFrameworkError, errorBody } from './plugins/error-handler.ts';
+import { OtterError } from '../core/errors.ts';
 import auth from './plugins/auth.ts';
+import idempotency from './plugins/idempotency.ts';
 import swagger from './plugins/swagger.ts';
 import healthRoutes from './routes/health.ts';
 import firmwareRoutes from './routes/firmware.ts';
@@ -65,8 +74,31 @@ declare module 'fastify' {
 /** `full`: the whole API; `ops`: only health, readiness and metrics (what a ROLE=worker process serves). */
 export type AppSurface = 'full' | 'ops';
 
+/** Paths behind the API key (CONTRACT §3). */
+function behindKey(path: string): boolean {
+  return path === '/api' || path.startsWith('/api/') || path.startsWith('/metrics') || path.startsWith('/admin/queues');
+}
+
+/**
+ * A URL Fastify cannot route (a path parameter longer than any id, bad percent-encoding) is
+ * answered in the one error shape; behind the key, only once the key is checked (no probing).
+ */
+async function answerFrameworkError(error: FastifyError, request: FastifyRequest, reply: FastifyReply): Promise<void> {
+  let answer = describeFrameworkError(error);
+  try {
+    if (behindKey(request.url.split('?')[0] ?? '')) await request.server.authenticate(request, reply);
+  } catch (refusal) {
+    answer = refusal instanceof OtterError ? refusal : describeFrameworkError(refusal as FastifyError);
+    if (answer.statusCode === 401) reply.header('www-authenticate', 'Basic realm="otter", charset="UTF-8"');
+  }
+  reply.code(answer.statusCode).send(errorBody(answer.statusCode, answer.code, answer.message));
+}
+
 export async function buildApp(context: ApiContext, surface: AppSurface = 'full'): Promise<FastifyInstance> {
   const app = Fastify({
+    frameworkErrors: (error, request, reply) => {
+      void answerFrameworkError(error, request, reply);
+    },
     loggerInstance: context.logger as FastifyBaseLogger,
     // the onResponse hook below writes one line per request instead, at debug
     logController: new LogController({ disableRequestLogging: true }),
@@ -98,12 +130,16 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
   await app.register(validation);
   await app.register(errorHandler);
   await app.register(swagger);
-  await app.register(auth, { apiKeys: context.config.apiKeys });
+  await app.register(auth, {
+    apiKeys: context.config.apiKeys,
+    failedAttempts: { maxFailures: context.config.authFailureLimit, windowSeconds: context.config.authFailureWindowSeconds },
+  });
 
   await app.register(healthRoutes);
   await app.register(metricsRoutes);
   if (surface === 'ops') return app;
 
+  await app.register(idempotency);
   await mountBullBoard(app, [context.queue]);
   await app.register(firmwareFileRoutes);
   await app.register(async (api) => {

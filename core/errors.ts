@@ -21,6 +21,11 @@ export function conflict(code: string, message: string): OtterError {
   return new OtterError(code, message, 409);
 }
 
+/** A well-formed request the server will not act on as sent (422). */
+export function unprocessable(code: string, message: string): OtterError {
+  return new OtterError(code, message, 422);
+}
+
 export function validationError(message: string): OtterError {
   return new OtterError('validation_error', message, 400);
 }
@@ -46,4 +51,13 @@ export class DependencyError extends OtterError {
     this.hint = hint;
     this.cause = cause;
   }
+}
+
+/** Too many failed authentication attempts from one client: refused until `retryAfterSeconds` pass. */
+export function tooManyFailedAttempts(retryAfterSeconds: number): OtterError {
+  return new OtterError(
+    'too_many_failed_attempts',
+    `too many failed authentication attempts; try again in ${retryAfterSeconds} s`,
+    429,
+  );
 }

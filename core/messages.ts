@@ -2,6 +2,7 @@
 // that turns what a connector received into a typed message or a refusal with a stable reason.
 import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';
+import { findUnstorable } from './storable-json.ts';
 
 export const INBOUND_MESSAGE_TYPES = [
   'REPORT_FIRMWARE',
@@ -32,8 +33,9 @@ export type RefusalReason =
 const ID_PATTERN = '^[A-Za-z0-9_.:-]{1,64}$';
 const Id = Type.String({ pattern: ID_PATTERN });
 const Text = (maxLength: number) => Type.String({ maxLength });
-// milliseconds since the epoch; JetLinks' own examples send it as a numeric string
-const Millis = Type.Union([Type.Number({ minimum: 0 }), Type.String({ pattern: '^[0-9]{1,16}$' })]);
+// milliseconds since the epoch; JetLinks' own examples send it as a numeric string. Bounded so it
+// fits the bigint column it is kept in (a larger one is malformed, not a server error).
+const Millis = Type.Union([Type.Number({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }), Type.String({ pattern: '^[0-9]{1,16}$' })]);
 
 const Common = {
   deviceId: Type.Optional(Id),
@@ -224,6 +226,11 @@ export function decodeDeviceMessage(received: IncomingDeviceMessage): DeviceMess
   delete body.messageType;
   if (!validators[type].Check(body)) {
     return refusal('invalid_message', firstError(type, body), { messageType, deviceId: incoming.deviceId });
+  }
+  const unstorable = findUnstorable(body);
+  if (unstorable) {
+    const field = unstorable.path.slice(1).replace(/\//g, '.') || 'message';
+    return refusal('invalid_message', `${field}: ${unstorable.problem}`, { messageType, deviceId: incoming.deviceId });
   }
   const payloadDevice = body.deviceId as string | undefined;
   const payloadProduct = body.productId as string | undefined;

@@ -41,6 +41,16 @@ function describe(error: FastifyError | OtterError): { statusCode: number; code:
   return { statusCode, code, message: fastifyError.message };
 }
 
+/**
+ * Errors Fastify meets while routing, before any hook or handler runs: a path parameter longer than
+ * any id, or a URL that is not validly percent-encoded.
+ */
+export function describeFrameworkError(error: FastifyError): { statusCode: number; code: string; message: string } {
+  if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') return { statusCode: 414, code: 'uri_too_long', message: 'a path parameter is too long' };
+  if (error.code === 'FST_ERR_BAD_URL') return { statusCode: 400, code: 'validation_error', message: 'the URL is not validly percent-encoded' };
+  return { statusCode: 500, code: 'internal_error', message: 'internal error' };
+}
+
 export default fp(async function errorHandler(app: FastifyInstance) {
   app.setErrorHandler((error: FastifyError | OtterError, request, reply) => {
     const described = describe(error);

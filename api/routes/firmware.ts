@@ -129,10 +129,22 @@ async function refuseOversizedUpload(request: FastifyRequest, reply: FastifyRepl
   }
 }
 
+function hasClientStatus(error: unknown): boolean {
+  const statusCode = (error as { statusCode?: unknown } | null)?.statusCode;
+  return typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500;
+}
+
 /** The file's bytes: the raw body, or the multipart field `file`. */
 async function uploadedFile(request: FastifyRequest): Promise<Readable> {
   if (request.isMultipart()) {
-    const part = await request.file();
+    let part: Awaited<ReturnType<FastifyRequest['file']>>;
+    try {
+      part = await request.file();
+    } catch (error) {
+      // the parser's own refusals (a limit) carry their status; anything else is a malformed body
+      if (hasClientStatus(error)) throw error;
+      throw validationError('the multipart body is malformed');
+    }
     if (!part || part.fieldname !== 'file') throw validationError('multipart body must have the file in field `file`');
     return part.file;
   }

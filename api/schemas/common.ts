@@ -1,5 +1,6 @@
 // Schemas shared by every route group: ids, paging, the error body.
 import { Type, type TSchema } from 'typebox';
+import { IDEMPOTENCY_KEY_PATTERN } from '../../core/idempotency.ts';
 
 /** Device and product ids: 1–64 characters of A-Z a-z 0-9 _ - . : (CONTRACT §4). */
 export const EntityId = Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', minLength: 1, maxLength: 64 });
@@ -23,6 +24,19 @@ export function Page<T extends TSchema>(item: T) {
     pageSize: Type.Integer(),
   });
 }
+
+/** The Idempotency-Key header of the routes that honour it (api/plugins/idempotency.ts). */
+export const IdempotencyHeaders = Type.Object({
+  'idempotency-key': Type.Optional(Type.String({
+    minLength: 1,
+    maxLength: 255,
+    pattern: IDEMPOTENCY_KEY_PATTERN,
+    description: 'Makes the request safe to repeat: a repeat with the same key (within 24 h, same API key, '
+      + 'same path) gets the first answer back with `Idempotency-Replayed: true` and does nothing twice; '
+      + 'the same key with a different body → 422 `idempotency_key_reused`; while the first is still '
+      + 'running → 409 `idempotency_key_in_progress`. 1–255 visible ASCII characters, e.g. a UUID.',
+  })),
+});
 
 export const ErrorReply = Type.Object({
   statusCode: Type.Integer(),

@@ -84,7 +84,14 @@ export class FirmwareStorage {
         callback(null, chunk);
       },
     });
-    const onSourceError = (error: Error) => meter.destroy(error);
+    // the source is the client's body: its errors (a malformed multipart body cut short) are the
+    // client's, not the server's; refusals with a status of their own (a size limit) keep it
+    const asClientError = (error: Error & { statusCode?: number }): Error =>
+      error instanceof OtterError || (error.statusCode !== undefined && error.statusCode < 500) ? error : new UploadAbortedError();
+    // a multipart part whose body ended early may have failed before anyone listened: its error
+    // and close are gone, and waiting for them would hang the request
+    if (source.destroyed) throw source.errored ? asClientError(source.errored) : new UploadAbortedError();
+    const onSourceError = (error: Error) => meter.destroy(asClientError(error));
     const onSourceClose = () => {
       if (!source.readableEnded) meter.destroy(new UploadAbortedError());
     };
