@@ -259,7 +259,10 @@ export class DeviceMessageService {
       const entry = working.get(change.deviceId)!;
       const jobId = upgradeJobId(change.id, entry.original.dispatches);
       if (entry.wake) wake.push(jobId);
-      else if (change.record.state === 'processing') this.deps.waker.mirrorProgress(jobId, change.record.progress);
+      // bull-board shows the device's progress on its job (100 once it succeeded)
+      if (change.record.state === 'processing' || change.record.state === 'success') {
+        this.deps.waker.mirrorProgress(jobId, change.record.progress);
+      }
       if (isFinal(change.record.state)) finishedTasks.add(change.taskId);
     }
     this.deps.waker.wake(wake);

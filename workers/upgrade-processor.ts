@@ -102,7 +102,6 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
       });
       switch (plan.kind) {
         case 'complete':
-          await job.updateProgress(100).catch(() => {});
           return { state: 'success', attempts: state.snapshot.attempts };
         case 'fail':
           throw new UnrecoverableError(plan.reason);
