@@ -16,12 +16,15 @@ const OUTBOUND_SUFFIXES: Record<OutboundMessageType, string> = {
 };
 
 /**
- * Topic filters the platform subscribes to, as shared subscriptions of `group`: every firmware
- * topic, so a message on an unknown one is refused and counted (CONTRACT §5) rather than never
- * seen. The platform's own outbound messages come back through it too; see isOutboundTopic.
+ * Topic filters the platform subscribes to, as shared subscriptions of `group`: the two one-level
+ * inbound topics by name, and every firmware topic two or more levels deep — so a message on an
+ * unknown deeper topic (`…/firmware/upgrade/status`) is refused and counted (CONTRACT §5), while the
+ * platform's own pushes (`…/firmware/upgrade`, `…/firmware/read`) do not come back to it: shared
+ * subscriptions cannot use MQTT's No Local option. Only `…/firmware/pull/reply` still returns,
+ * and isOutboundTopic drops it.
  */
 export function inboundSubscriptions(group: string): string[] {
-  return [`$share/${group}//+/+/firmware/#`];
+  return [`$share/${group}//+/+/firmware/report`, `$share/${group}//+/+/firmware/pull`, `$share/${group}//+/+/firmware/+/+/#`];
 }
 
 /** A platform → device topic: the platform's own message, received back through its subscription. */

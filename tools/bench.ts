@@ -21,10 +21,11 @@ const { values } = parseArgs({
   options: {
     devices: { type: 'string', default: '10000' },
     json: { type: 'boolean', default: false },
-    concurrency: { type: 'string', default: '100' },
+    concurrency: { type: 'string', default: '300' },
     'progress-steps': { type: 'string', default: '3' },
     'cpu-prof': { type: 'boolean', default: false },
-    split: { type: 'boolean', default: false, description: 'run ROLE=api and ROLE=worker as two processes' },
+    split: { type: 'boolean', default: false, description: 'run ROLE=api and ROLE=worker processes' },
+    workers: { type: 'string', default: '1', description: 'with --split: how many ROLE=worker processes' },
   },
   strict: true,
 });
@@ -114,9 +115,9 @@ async function rawBullmq(count: number): Promise<number> {
 
 let broker: Broker | undefined;
 let service: ChildProcess | undefined;
-let worker: ChildProcess | undefined;
+const workers: ChildProcess[] = [];
 // the service runs as `npm start` runs it
-const SERVICE_NODE_FLAGS = ['--max-old-space-size=256', '--import', 'tsx'];
+const SERVICE_NODE_FLAGS = ['--max-old-space-size=256', '--max-semi-space-size=32', '--import', 'tsx'];
 let fleet: ChildProcess | undefined;
 let storage: string | undefined;
 
@@ -132,7 +133,7 @@ async function stopProcess(child: ChildProcess | undefined): Promise<void> {
 async function cleanup(): Promise<void> {
   await stopProcess(fleet);
   await stopProcess(service);
-  await stopProcess(worker);
+  for (const worker of workers) await stopProcess(worker);
   await broker?.stop().catch(() => {});
   const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
   await admin.connect();
@@ -159,7 +160,7 @@ async function main(): Promise<Record<string, number>> {
   const redis = new Redis(REDIS_URL);
   const redisBaseline = await redisUsedMemory(redis);
 
-  say(`bench: ${N} devices; service on :${port} (${values.split ? 'ROLE=api + ROLE=worker' : 'ROLE=all'}), broker ${broker.url}`);
+  say(`bench: ${N} devices; service on :${port} (${values.split ? `ROLE=api + ${values.workers} ROLE=worker` : 'ROLE=all'}), broker ${broker.url}`);
   const serviceEnv = {
     ...process.env,
     HOST: '127.0.0.1',
@@ -181,9 +182,12 @@ async function main(): Promise<Record<string, number>> {
     });
   service = startProcess(values.split ? 'api' : 'all', port);
   if (values.split) {
-    const workerPort = await freePort();
-    worker = startProcess('worker', workerPort);
-    await waitForReady(`http://127.0.0.1:${workerPort}`, worker);
+    for (let i = 0; i < Number(values.workers); i += 1) {
+      const workerPort = await freePort();
+      const worker = startProcess('worker', workerPort);
+      workers.push(worker);
+      await waitForReady(`http://127.0.0.1:${workerPort}`, worker);
+    }
   }
   const baseUrl = `http://127.0.0.1:${port}`;
   await waitForReady(baseUrl, service);
@@ -229,8 +233,8 @@ async function main(): Promise<Record<string, number>> {
     if (performance.now() - started > 30 * 60_000) throw new Error('the rollout did not finish within 30 minutes');
   }
   const rolloutSeconds = (performance.now() - started) / 1000;
-  // the service's largest process (the only one, or the worker when split)
-  const peakRss = Math.max(peakRssMb(service.pid!), worker ? peakRssMb(worker.pid!) : 0);
+  // the service's largest process (the only one, or the largest worker when split)
+  const peakRss = Math.max(peakRssMb(service.pid!), ...workers.map((worker) => peakRssMb(worker.pid!)));
   say(`bench: rollout done in ${rolloutSeconds.toFixed(1)} s: ${JSON.stringify(final.stats)}`);
 
   const db = new pg.Client({ connectionString: dbUrl.toString() });

@@ -7,9 +7,12 @@ import type { FirmwareOffer } from '../core/messages.ts';
 import type { Db } from '../db/connection.ts';
 
 const CACHE_MS = 5_000;
+const RESIGN_MS = 60_000;
 
 interface CachedFirmware {
   loadedAt: number;
+  /** The signed download URL, re-signed once a minute: every device of a rollout gets the same one. */
+  signed?: { url: string; at: number };
   row: Promise<{
     id: string;
     version: string;
@@ -49,9 +52,13 @@ export class FirmwareOffers {
     }
     const row = await cached.row;
     if (!row) return undefined;
-    const url = row.has_file
-      ? signDownloadUrl(this.config.publicBaseUrl, this.config.urlSigningSecret, row.id, this.config.downloadUrlTtlSeconds, now)
-      : (row.url ?? '');
+    let url = row.url ?? '';
+    if (row.has_file) {
+      if (!cached.signed || now - cached.signed.at > RESIGN_MS) {
+        cached.signed = { url: signDownloadUrl(this.config.publicBaseUrl, this.config.urlSigningSecret, row.id, this.config.downloadUrlTtlSeconds, now), at: now };
+      }
+      url = cached.signed.url;
+    }
     return {
       firmwareId: row.id,
       version: row.version,

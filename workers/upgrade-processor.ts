@@ -16,6 +16,8 @@ import { isTransientDbError } from '../db/transient-errors.ts';
 
 /** Steps one run may take before it parks (a send, then its immediate failure, then a retry…). */
 const MAX_STEPS = 8;
+// BullMQ only needs to recognise the error; one instance spares a stack trace for every park
+const PARKED = new DelayedError();
 const DATABASE_RETRY_MS = 3_000;
 
 export interface UpgradeProcessorDeps {
@@ -139,5 +141,5 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
 
 async function park(job: Job, token: string | undefined, until: number): Promise<never> {
   await job.moveToDelayed(Math.max(until, Date.now() + 1), token);
-  throw new DelayedError();
+  throw PARKED;
 }

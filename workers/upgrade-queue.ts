@@ -11,8 +11,9 @@ export const UPGRADE_JOB_OPTIONS: JobsOptions = {
   removeOnFail: { age: 7 * 24 * 3600, count: 50_000 },
 };
 
+/** A connection for BullMQ and Otter's own commands; commands issued in one tick share a write. */
 export function createRedis(url: string): Redis {
-  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true });
+  return new Redis(url, { maxRetriesPerRequest: null, enableReadyCheck: true, enableAutoPipelining: true });
 }
 
 export function createUpgradeQueue(connection: Redis, prefix: string): Queue<UpgradeJobData> {

@@ -31,7 +31,8 @@ export interface AppliedChanges {
 }
 
 
-const toTime = (value: number | null): string | null => (value === null ? null : new Date(value).toISOString());
+// times travel as epoch milliseconds (cheap to serialise) and become timestamptz in SQL
+const toTime = (value: number | null): number | null => value;
 
 export async function insertRecordEvents(db: Db, notes: readonly RecordNote[]): Promise<void> {
   if (notes.length === 0) return;
@@ -94,9 +95,9 @@ export async function applyRecordChanges(
     const { rows } = await sql<{ id: number }>`
       UPDATE upgrade_records r SET
         state = u.state, attempts = u.attempts, progress = u.progress, error_reason = u.error_reason,
-        message_id = u.message_id, started_at = u.started_at, attempt_started_at = u.attempt_started_at,
-        deadline_at = u.deadline_at, response_deadline_at = u.response_deadline_at, retry_at = u.retry_at,
-        last_message_at = u.last_message_at, completed_at = u.completed_at,
+        message_id = u.message_id, started_at = to_timestamp(u.started_at / 1000.0), attempt_started_at = to_timestamp(u.attempt_started_at / 1000.0),
+        deadline_at = to_timestamp(u.deadline_at / 1000.0), response_deadline_at = to_timestamp(u.response_deadline_at / 1000.0), retry_at = to_timestamp(u.retry_at / 1000.0),
+        last_message_at = to_timestamp(u.last_message_at / 1000.0), completed_at = to_timestamp(u.completed_at / 1000.0),
         queued_at = CASE WHEN u.state = 'waiting' AND r.state = 'waiting' THEN r.queued_at ELSE NULL END,
         push_requested = CASE WHEN u.state = 'waiting' THEN r.push_requested ELSE false END,
         dispatches = r.dispatches + CASE WHEN u.dispatched THEN 1 ELSE 0 END,
@@ -105,10 +106,10 @@ export async function applyRecordChanges(
         ${col((c) => c.id)}::bigint[], ${col((c) => c.revision)}::int[], ${col((c) => c.dispatched === true)}::boolean[], ${col((c) => c.record.state)}::text[],
         ${col((c) => c.record.attempts)}::int[], ${col((c) => c.record.progress)}::smallint[],
         ${col((c) => c.record.errorReason)}::text[], ${col((c) => c.record.messageId)}::text[],
-        ${col((c) => toTime(c.record.startedAt))}::timestamptz[], ${col((c) => toTime(c.record.attemptStartedAt))}::timestamptz[],
-        ${col((c) => toTime(c.record.deadlineAt))}::timestamptz[], ${col((c) => toTime(c.record.responseDeadlineAt))}::timestamptz[],
-        ${col((c) => toTime(c.record.retryAt))}::timestamptz[], ${col((c) => toTime(c.record.lastMessageAt))}::timestamptz[],
-        ${col((c) => toTime(c.record.completedAt))}::timestamptz[]
+        ${col((c) => toTime(c.record.startedAt))}::float8[], ${col((c) => toTime(c.record.attemptStartedAt))}::float8[],
+        ${col((c) => toTime(c.record.deadlineAt))}::float8[], ${col((c) => toTime(c.record.responseDeadlineAt))}::float8[],
+        ${col((c) => toTime(c.record.retryAt))}::float8[], ${col((c) => toTime(c.record.lastMessageAt))}::float8[],
+        ${col((c) => toTime(c.record.completedAt))}::float8[]
       ) AS u(id, revision, dispatched, state, attempts, progress, error_reason, message_id, started_at, attempt_started_at,
              deadline_at, response_deadline_at, retry_at, last_message_at, completed_at)
       WHERE r.id = u.id AND r.revision = u.revision

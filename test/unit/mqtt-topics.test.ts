@@ -106,9 +106,20 @@ describe('outboundTopic', () => {
 });
 
 describe('inboundSubscriptions', () => {
-  it('is one shared subscription of the group to every firmware topic', () => {
-    expect(inboundSubscriptions('otter')).toEqual(['$share/otter//+/+/firmware/#']);
-    expect(inboundSubscriptions('workers-b')).toEqual(['$share/workers-b//+/+/firmware/#']);
+  it('are shared subscriptions of the group: the two one-level inbound topics, and every deeper firmware topic', () => {
+    expect(inboundSubscriptions('otter')).toEqual([
+      '$share/otter//+/+/firmware/report',
+      '$share/otter//+/+/firmware/pull',
+      '$share/otter//+/+/firmware/+/+/#',
+    ]);
+    expect(inboundSubscriptions('workers-b')[0]).toBe('$share/workers-b//+/+/firmware/report');
+  });
+
+  it("do not bring the platform's own pushes and reads back to it", () => {
+    const filters = inboundSubscriptions('otter').map((s) => unshared(s, 'otter'));
+    for (const topic of ['/prod-1/dev-1/firmware/upgrade', '/prod-1/dev-1/firmware/read']) {
+      expect(filters.some((filter) => matches(filter, topic)), topic).toBe(false);
+    }
   });
 
   it('its filters match every inbound topic, with any ids', () => {
@@ -120,7 +131,8 @@ describe('inboundSubscriptions', () => {
 
   it('they also catch unknown firmware topics, so those are refused rather than never seen', () => {
     const filters = inboundSubscriptions('otter').map((s) => unshared(s, 'otter'));
-    expect(filters.some((filter) => matches(filter, '/prod-1/dev-1/firmware/unknown'))).toBe(true);
+    expect(filters.some((filter) => matches(filter, '/prod-1/dev-1/firmware/upgrade/status'))).toBe(true);
+    expect(filters.some((filter) => matches(filter, '/prod-1/dev-1/firmware/a/b/c'))).toBe(true);
     expect(filters.some((filter) => matches(filter, '/prod-1/dev-1/properties/report'))).toBe(false);
     expect(filters.some((filter) => matches(filter, 'prod-1/dev-1/firmware/report'))).toBe(false);
   });
