@@ -19,7 +19,7 @@ import { isFinal, transition, type RecordInput, type TimelineEvent } from '../co
 import { upgradeJobId } from '../core/jobs.ts';
 import type { Db } from '../db/connection.ts';
 import { loadUpgradeStatesByDevices, type UpgradeState } from '../db/queries/upgrade-state.ts';
-import { applyRecordChanges, type RecordChange, type RecordNote } from '../db/queries/record-changes.ts';
+import { applyRecordChanges, changeOf, type RecordChange, type RecordNote } from '../db/queries/record-changes.ts';
 import { applyFirmwareReports, knownDevices } from '../db/queries/firmware-reports.ts';
 import type { Connector, DeviceMessageOutcome } from '../protocols/connector.ts';
 import type { PullAnswer } from './pull-requests.ts';
@@ -242,15 +242,7 @@ export class DeviceMessageService {
       touched.set(message.deviceId, list);
     }
 
-    const changes: RecordChange[] = [...working.values()].map(({ original, current, events }) => ({
-      id: original.id,
-      taskId: original.taskId,
-      deviceId: original.deviceId,
-      revision: original.revision,
-      fromState: original.snapshot.state,
-      record: current.snapshot,
-      events,
-    }));
+    const changes: RecordChange[] = [...working.values()].map(({ original, current, events }) => changeOf(original, { record: current.snapshot, events }));
     const { applied, stale } = await applyRecordChanges(this.deps.db, changes, notes);
 
     const wake: string[] = [];

@@ -8,7 +8,7 @@ import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
 import type { RequestFirmwareMessage, RequestFirmwareReply } from '../core/messages.ts';
 import { nextWakeAt, transition } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
-import { applyRecordChanges } from '../db/queries/record-changes.ts';
+import { applyRecordChanges, changeOf } from '../db/queries/record-changes.ts';
 import { loadUpgradeStatesByDevices, type UpgradeState } from '../db/queries/upgrade-state.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
 
@@ -48,18 +48,7 @@ export class PullRequests {
       }
       const now = Date.now();
       const result = transition(state.snapshot, { type: 'send', now, messageId: message.messageId }, state.policy);
-      const { applied } = await applyRecordChanges(this.db, [
-        {
-          id: state.id,
-          taskId: state.taskId,
-          deviceId: state.deviceId,
-          revision: state.revision,
-          fromState: state.snapshot.state,
-          record: result.record,
-          events: result.events,
-          dispatched: true,
-        },
-      ]);
+      const { applied } = await applyRecordChanges(this.db, [changeOf(state, result, true)]);
       if (applied.length === 0) continue;
       await this.parkDeadlineJob(state, nextWakeAt(result.record) ?? now + state.policy.timeoutSeconds * 1000);
       return { reply: { ...offer, messageId: message.messageId, deviceId: message.deviceId, success: true, timestamp: now }, recordId: state.id };

@@ -13,6 +13,7 @@ import type { FirmwareOffers } from './firmware-offers.ts';
 import type { RecordStore } from './record-store.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
 import { isTransientDbError } from '../db/transient-errors.ts';
+import { changeOf } from '../db/queries/record-changes.ts';
 
 /** Steps one run may take before it parks (a send, then its immediate failure, then a retry…). */
 const MAX_STEPS = 8;
@@ -39,15 +40,7 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
   async function applyInput(state: UpgradeState, input: RecordInput): Promise<UpgradeState | undefined> {
     const result = transition(state.snapshot, input, state.policy);
     if (!result.changed) return state;
-    const outcome = await store.apply({
-      id: state.id,
-      taskId: state.taskId,
-      deviceId: state.deviceId,
-      revision: state.revision,
-      fromState: state.snapshot.state,
-      record: result.record,
-      events: result.events,
-    });
+    const outcome = await store.apply(changeOf(state, result));
     return outcome === 'applied' ? { ...state, revision: state.revision + 1, snapshot: result.record } : undefined;
   }
 

@@ -3,7 +3,8 @@
 // INSERT of timeline events, one UPDATE of the tasks' state counters — all in one transaction.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
-import type { RecordSnapshot, RecordState, TimelineEvent } from '../../core/record-machine.ts';
+import type { RecordSnapshot, RecordState, TimelineEvent, Transition } from '../../core/record-machine.ts';
+import type { UpgradeState } from './upgrade-state.ts';
 
 export interface RecordChange {
   id: number;
@@ -16,6 +17,20 @@ export interface RecordChange {
   events: TimelineEvent[];
   /** The record gets a new job (a pull reply starts an attempt followed by its own job). */
   dispatched?: boolean;
+}
+
+/** The change that writes `transition`'s outcome over the record `state` was read as. */
+export function changeOf(state: UpgradeState, transition: Pick<Transition, 'record' | 'events'>, dispatched = false): RecordChange {
+  return {
+    id: state.id,
+    taskId: state.taskId,
+    deviceId: state.deviceId,
+    revision: state.revision,
+    fromState: state.snapshot.state,
+    record: transition.record,
+    events: transition.events,
+    dispatched,
+  };
 }
 
 /** An event for a record whose state does not change (an ignored message). */

@@ -1,9 +1,11 @@
 // Otter as separate OS processes (`node --import tsx service/main.ts`), for tests that need
 // several workers, or that stop or kill one. Each serves /health on its own port.
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
 import type { Config } from '../../core/config.ts';
 import { TEST_API_KEY } from './env.ts';
+import { freePort } from '../../tools/ports.ts';
+
+export { freePort };
 
 export interface OtterProcess {
   child: ChildProcess;
@@ -13,17 +15,6 @@ export interface OtterProcess {
   /** Resolves with the exit code (or signal name). */
   exited: Promise<number | string>;
   stop(signal?: NodeJS.Signals): Promise<number | string>;
-}
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = net.createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as net.AddressInfo;
-      server.close(() => resolve(port));
-    });
-  });
 }
 
 /** The environment of a process sharing `config`'s database, Redis, broker and queue prefix. */

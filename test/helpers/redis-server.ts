@@ -1,8 +1,7 @@
 // A private redis-server on a free port, for tests that stop or flush Redis without touching the
 // one every other test uses.
 import { spawn, type ChildProcess } from 'node:child_process';
-import net from 'node:net';
-import { freePort } from './processes.ts';
+import { freePort, portAccepts } from '../../tools/ports.ts';
 
 export interface PrivateRedis {
   url: string;
@@ -11,22 +10,11 @@ export interface PrivateRedis {
   stop(): Promise<void>;
 }
 
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1' });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
-
 export async function startRedis(port?: number): Promise<PrivateRedis> {
   const chosen = port ?? (await freePort());
   const child = spawn('redis-server', ['--port', String(chosen), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no'], { stdio: 'ignore' });
   const deadline = Date.now() + 10_000;
-  while (!(await accepts(chosen))) {
+  while (!(await portAccepts(chosen))) {
     if (child.exitCode !== null || Date.now() > deadline) throw new Error(`redis-server did not start on ${chosen}`);
     await new Promise((resolve) => setTimeout(resolve, 50));
   }

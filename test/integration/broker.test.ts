@@ -2,19 +2,9 @@
 // subscription on a topic that starts with `/`, as the service subscribes (CONTRACT §5).
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
-import net from 'node:net';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
+import { portAccepts } from '../../tools/ports.ts';
 
-function accepts(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = net.connect({ port, host: '127.0.0.1' });
-    socket.once('connect', () => {
-      socket.destroy();
-      resolve(true);
-    });
-    socket.once('error', () => resolve(false));
-  });
-}
 
 describe('test broker', () => {
   let broker: TestBroker;
@@ -56,8 +46,8 @@ describe('test broker', () => {
 
   it('stops listening when stopped', async () => {
     const other = await startBroker();
-    expect(await accepts(other.port)).toBe(true);
+    expect(await portAccepts(other.port)).toBe(true);
     await other.stop();
-    expect(await accepts(other.port)).toBe(false);
+    expect(await portAccepts(other.port)).toBe(false);
   });
 });
