@@ -35,7 +35,7 @@ export class Dispatcher {
     this.queue = queue;
     this.rateLimiter = rateLimiter;
     this.logger = logger;
-    this.options = { intervalMs: 250, perTaskPerRound: 2_000, maxBacklog: 20_000, ...options };
+    this.options = { intervalMs: 250, perTaskPerRound: 2_000, maxBacklog: 5_000, ...options };
   }
 
   start(): void {
