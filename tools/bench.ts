@@ -222,6 +222,9 @@ async function main(): Promise<Record<string, number>> {
     if (performance.now() - started > 30 * 60_000) throw new Error('the rollout did not finish within 30 minutes');
   }
   const rolloutSeconds = (performance.now() - started) / 1000;
+  // the service's own view of its event loop over the run (prom-client's default metrics)
+  const metricsText = await (await fetch(`${baseUrl}/metrics`, { headers: { authorization: `Bearer ${apiKey}` } })).text();
+  const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(metricsText)?.[1] ?? 0);
   // the service's largest process (the only one, or the largest worker when split)
   const peakRss = Math.max(peakRssMb(service.pid!), ...workers.map((worker) => peakRssMb(worker.pid!)));
   say(`bench: rollout done in ${rolloutSeconds.toFixed(1)} s: ${JSON.stringify(final.stats)}`);
@@ -251,6 +254,8 @@ async function main(): Promise<Record<string, number>> {
     peakRssMb: peakRss,
     redisBytesPerDevice: Math.round((redisPeak - redisBaseline) / N),
     getTaskP99Ms: Number(percentile(getTaskMs, 99).toFixed(1)),
+    apiEventLoopLagP99Ms: Number((gauge('nodejs_eventloop_lag_p99_seconds') * 1000).toFixed(1)),
+    apiEventLoopLagMaxMs: Number((gauge('nodejs_eventloop_lag_max_seconds') * 1000).toFixed(1)),
   };
 }
 
