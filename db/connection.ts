@@ -21,8 +21,11 @@ export function createDb(databaseUrl: string, max = 10): DbHandle {
     connectionTimeoutMillis: 5_000,
     idleTimeoutMillis: 30_000,
   });
-  // An idle client that loses its server must not take the process down; the next query reconnects.
+  // A client that loses its server (a restart, a failover) must not take the process down: the
+  // query in flight fails and is retried, and the pool connects anew. pg emits 'error' on idle
+  // clients through the pool, and on checked-out clients on the client itself.
   pool.on('error', () => {});
+  pool.on('connect', (client) => client.on('error', () => {}));
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
   return { db, pool };
 }

@@ -15,11 +15,17 @@ const TRANSIENT_SQLSTATES = new Set([
 
 const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EAI_AGAIN']);
 
+// SQLSTATE classes that say "the connection or the server", not "your statement":
+// 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, restart)
+const TRANSIENT_SQLSTATE_CLASSES = ['08', '53', '57'];
+
 export function isTransientDbError(error: unknown): boolean {
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: string }).code;
   if (code && (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_NODE_CODES.has(code))) return true;
-  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(error.message);
+  if (code && /^[0-9A-Z]{5}$/.test(code) && TRANSIENT_SQLSTATE_CLASSES.includes(code.slice(0, 2))) return true;
+  // errors of the client side of a connection that went away (pg, kysely), which carry no SQLSTATE
+  return /Connection terminated|connection timeout|connection error|not queryable|Client was closed|socket hang up|timeout exceeded when trying to connect|Connection ended|terminating connection/i.test(error.message);
 }
 
 export interface RetryOptions {

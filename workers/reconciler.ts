@@ -90,9 +90,20 @@ export class Reconciler {
     }
     const overdue = records.filter((record, i) => exists[i] && record.state === 'processing' && record.dueAt + OVERDUE_MS < now);
     for (const record of overdue) {
+      const jobId = upgradeJobId(record.id, record.dispatches);
       // promote fails for a job that is running or waiting already: then it is not stuck
-      const promoted = await this.queue.backend.promote(upgradeJobId(record.id, record.dispatches)).then(() => true, () => false);
-      if (promoted) report.overdue += 1;
+      if (await this.queue.backend.promote(jobId).then(() => true, () => false)) {
+        report.overdue += 1;
+        continue;
+      }
+      // a job that ended (failed on an unexpected error) while its record is still in flight is
+      // replaced, so the record is followed again
+      const state = await this.queue.getJobState(jobId).catch(() => 'unknown');
+      if (state === 'failed' || state === 'completed') {
+        await this.queue.remove(jobId).catch(() => 0);
+        await this.queue.add(record.deviceId, { recordId: record.id, taskId: record.taskId, deviceId: record.deviceId }, { jobId });
+        report.rebuilt += 1;
+      }
     }
   }
 

@@ -12,6 +12,11 @@ export interface IdempotencyScope {
   key: string;
 }
 
+/** The row of a scope, as a kysely `and` of column equalities. */
+function inScope(scope: IdempotencyScope) {
+  return { api_key_hash: scope.apiKeyHash, method: scope.method, path: scope.path, idempotency_key: scope.key };
+}
+
 export interface IdempotencyClaim extends IdempotencyScope {
   requestHash: string;
   ttlSeconds: number;
@@ -64,10 +69,7 @@ export async function findIdempotencyKey(db: Db, scope: IdempotencyScope): Promi
   return db
     .selectFrom('idempotency_keys')
     .selectAll()
-    .where('api_key_hash', '=', scope.apiKeyHash)
-    .where('method', '=', scope.method)
-    .where('path', '=', scope.path)
-    .where('idempotency_key', '=', scope.key)
+    .where((eb) => eb.and(inScope(scope)))
     .where('expires_at', '>', sql<Date>`now()`)
     .executeTakeFirst();
 }
@@ -77,10 +79,7 @@ export async function completeIdempotencyKey(db: Db, scope: IdempotencyScope, re
   const result = await db
     .updateTable('idempotency_keys')
     .set({ state: 'done', response_status: status, response_body: body })
-    .where('api_key_hash', '=', scope.apiKeyHash)
-    .where('method', '=', scope.method)
-    .where('path', '=', scope.path)
-    .where('idempotency_key', '=', scope.key)
+    .where((eb) => eb.and(inScope(scope)))
     .where('state', '=', 'in_progress')
     .where('request_hash', '=', requestHash)
     .executeTakeFirst();
@@ -91,10 +90,7 @@ export async function completeIdempotencyKey(db: Db, scope: IdempotencyScope, re
 export async function releaseIdempotencyKey(db: Db, scope: IdempotencyScope, requestHash: string): Promise<void> {
   await db
     .deleteFrom('idempotency_keys')
-    .where('api_key_hash', '=', scope.apiKeyHash)
-    .where('method', '=', scope.method)
-    .where('path', '=', scope.path)
-    .where('idempotency_key', '=', scope.key)
+    .where((eb) => eb.and(inScope(scope)))
     .where('state', '=', 'in_progress')
     .where('request_hash', '=', requestHash)
     .execute();

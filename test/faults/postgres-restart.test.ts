@@ -37,7 +37,11 @@ it('rides out a Postgres restart without losing a device message', async () => {
   const deadline = Date.now() + 120_000;
   let task = await statsWhenReachable(rig);
   while (!(task.stats.waiting === 0 && task.stats.processing === 0)) {
-    if (Date.now() > deadline) throw new Error(`rollout stuck after the restart: ${JSON.stringify(task.stats)}`);
+    if (Date.now() > deadline) {
+      // what the workers said, to tell a lost message from a stuck job
+      const said = rig.workers.flatMap((w) => w.output().split('\n').filter((line) => /"level":(40|50)/.test(line)).map((line) => line.replace(/"stack":"[^"]*"/, "")).slice(-12));
+      throw new Error(`rollout stuck after the restart: ${JSON.stringify(task.stats)}\n${said.join('\n')}`);
+    }
     await new Promise((resolve) => setTimeout(resolve, 250));
     task = await statsWhenReachable(rig);
   }
