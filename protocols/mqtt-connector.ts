@@ -4,7 +4,8 @@
 // carried, not dropped.
 import { randomBytes } from 'node:crypto';
 import os from 'node:os';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
+import { connectCoalesced } from './mqtt-client.ts';
 import type { Connector, ConnectorContext, DeviceMessageListener, OutgoingDeviceMessage } from './connector.ts';
 import { inboundSubscriptions, isOutboundTopic, outboundTopic, parseInboundTopic } from './mqtt-topics.ts';
 import { parseJson } from '../core/messages.ts';
@@ -22,7 +23,7 @@ export class MqttConnector implements Connector {
 
   async start(onDeviceMessage: DeviceMessageListener): Promise<void> {
     const { config, logger } = this.context;
-    const client = await mqtt.connectAsync(config.mqttUrl, {
+    const client = await connectCoalesced(config.mqttUrl, {
       protocolVersion: 5,
       clientId: `otter-${os.hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`,
       username: config.mqttUsername,

@@ -3,7 +3,8 @@
 // Each device's fate (succeed, fail, stay silent, reject the push) is drawn once from its id, so a
 // run is reproducible and a device behaves the same on every retry.
 import { createHash, randomBytes } from 'node:crypto';
-import mqtt, { type MqttClient } from 'mqtt';
+import type { MqttClient } from 'mqtt';
+import { connectCoalesced } from '../protocols/mqtt-client.ts';
 
 export type DeviceFate = 'success' | 'fail' | 'silent' | 'reject';
 
@@ -126,7 +127,7 @@ export class Fleet {
     const { productId } = this.options;
     const group = `sim-${randomBytes(4).toString('hex')}`;
     for (let i = 0; i < this.options.connections; i += 1) {
-      const client = await mqtt.connectAsync(this.options.mqttUrl, {
+      const client = await connectCoalesced(this.options.mqttUrl, {
         protocolVersion: 5,
         clientId: `${group}-${i}`,
         username: this.options.username,
