@@ -3,9 +3,11 @@ import type { Migration } from 'kysely';
 import * as initial from './0001_initial.ts';
 import * as idempotencyKeys from './0002_idempotency_keys.ts';
 import * as recordsFillfactor from './0003_records_fillfactor.ts';
+import * as applyRecordChanges from './0004_apply_record_changes.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_idempotency_keys': idempotencyKeys,
   '0003_records_fillfactor': recordsFillfactor,
+  '0004_apply_record_changes': applyRecordChanges,
 };

@@ -1,6 +1,7 @@
 // Writes the record state machine's transitions for many records at once: one guarded UPDATE
 // (a change applies only if the record's revision is still the one it was computed from), one
-// INSERT of timeline events, one UPDATE of the tasks' state counters — all in one transaction.
+// INSERT of timeline events, one UPDATE of the tasks' state counters — all in one transaction,
+// one server-side function call.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { RecordSnapshot, RecordState, TimelineEvent, Transition } from '../../core/record-machine.ts';
@@ -91,6 +92,10 @@ export function counterDeltas(changes: readonly { taskId: string; fromState: Rec
   return deltas;
 }
 
+/**
+ * Writes the changes, and the notes' events, in one call of otter_apply_record_changes (migration
+ * 0004): one round trip, so row locks last only as long as Postgres works on them.
+ */
 export async function applyRecordChanges(
   db: Db,
   changes: readonly RecordChange[],
@@ -103,51 +108,28 @@ export async function applyRecordChanges(
   // one change per record per batch: the caller folds several inputs for a record into one
   const ordered = [...changes].sort((a, b) => a.id - b.id);
   const col = <T>(pick: (change: RecordChange) => T) => ordered.map(pick);
-  return db.transaction().execute(async (trx) => {
-    // lock the rows in id order first: concurrent batches then queue behind each other instead of
-    // deadlocking on overlapping records taken in different orders
-    await sql`SELECT 1 FROM upgrade_records WHERE id = ANY(${ordered.map((c) => c.id)}::bigint[]) ORDER BY id FOR UPDATE`.execute(trx);
-    const { rows } = await sql<{ id: number }>`
-      UPDATE upgrade_records r SET
-        state = u.state, attempts = u.attempts, progress = u.progress, error_reason = u.error_reason,
-        message_id = u.message_id, started_at = to_timestamp(u.started_at / 1000.0), attempt_started_at = to_timestamp(u.attempt_started_at / 1000.0),
-        deadline_at = to_timestamp(u.deadline_at / 1000.0), response_deadline_at = to_timestamp(u.response_deadline_at / 1000.0), retry_at = to_timestamp(u.retry_at / 1000.0),
-        last_message_at = to_timestamp(u.last_message_at / 1000.0), completed_at = to_timestamp(u.completed_at / 1000.0),
-        queued_at = CASE WHEN u.state = 'waiting' AND r.state = 'waiting' THEN r.queued_at ELSE NULL END,
-        push_requested = CASE WHEN u.state = 'waiting' THEN r.push_requested ELSE false END,
-        dispatches = r.dispatches + CASE WHEN u.dispatched THEN 1 ELSE 0 END,
-        revision = r.revision + 1, updated_at = now()
-      FROM unnest(
-        ${col((c) => c.id)}::bigint[], ${col((c) => c.revision)}::int[], ${col((c) => c.dispatched === true)}::boolean[], ${col((c) => c.record.state)}::text[],
-        ${col((c) => c.record.attempts)}::int[], ${col((c) => c.record.progress)}::smallint[],
-        ${col((c) => c.record.errorReason)}::text[], ${col((c) => c.record.messageId)}::text[],
-        ${col((c) => toTime(c.record.startedAt))}::float8[], ${col((c) => toTime(c.record.attemptStartedAt))}::float8[],
-        ${col((c) => toTime(c.record.deadlineAt))}::float8[], ${col((c) => toTime(c.record.responseDeadlineAt))}::float8[],
-        ${col((c) => toTime(c.record.retryAt))}::float8[], ${col((c) => toTime(c.record.lastMessageAt))}::float8[],
-        ${col((c) => toTime(c.record.completedAt))}::float8[]
-      ) AS u(id, revision, dispatched, state, attempts, progress, error_reason, message_id, started_at, attempt_started_at,
-             deadline_at, response_deadline_at, retry_at, last_message_at, completed_at)
-      WHERE r.id = u.id AND r.revision = u.revision
-      RETURNING r.id`.execute(trx);
-    const appliedIds = new Set(rows.map((row) => row.id));
-    const applied = ordered.filter((change) => appliedIds.has(change.id));
-    const stale = ordered.filter((change) => !appliedIds.has(change.id));
-    const events: RecordNote[] = [...notes];
-    for (const change of applied) for (const event of change.events) events.push({ recordId: change.id, event });
-    await insertRecordEvents(trx, events);
-    await addTaskCounters(trx, counterDeltas(applied));
-    // a successful upgrade means the device now runs the target version
-    const upgraded = applied
-      .filter((change) => change.record.state === 'success' && change.fromState !== 'success')
-      .sort((a, b) => (a.deviceId < b.deviceId ? -1 : 1));
-    if (upgraded.length > 0) {
-      await sql`SELECT 1 FROM devices WHERE id = ANY(${upgraded.map((c) => c.deviceId)}::text[]) ORDER BY id FOR UPDATE`.execute(trx);
-      await sql`
-        UPDATE devices d SET firmware_version = u.version, firmware_reported_at = now(), updated_at = now()
-        FROM unnest(${upgraded.map((c) => c.deviceId)}::text[], ${upgraded.map((c) => c.record.targetVersion)}::text[])
-          AS u(id, version)
-        WHERE d.id = u.id`.execute(trx);
-    }
-    return { applied, stale };
-  });
+  const events: Array<{ recordId: number; event: TimelineEvent; always: boolean }> = notes.map((note) => ({ ...note, always: true }));
+  for (const change of ordered) for (const event of change.events) events.push({ recordId: change.id, event, always: false });
+  const ev = <T>(pick: (entry: (typeof events)[number]) => T) => events.map(pick);
+  const { rows } = await sql<{ applied: string[] }>`
+    SELECT otter_apply_record_changes(
+      ${col((c) => c.id)}::bigint[], ${col((c) => c.revision)}::int[], ${col((c) => c.dispatched === true)}::boolean[],
+      ${col((c) => c.taskId)}::uuid[], ${col((c) => c.fromState)}::text[], ${col((c) => c.deviceId)}::text[],
+      ${col((c) => c.record.targetVersion)}::text[], ${col((c) => c.record.state)}::text[],
+      ${col((c) => c.record.attempts)}::int[], ${col((c) => c.record.progress)}::smallint[],
+      ${col((c) => c.record.errorReason)}::text[], ${col((c) => c.record.messageId)}::text[],
+      ${col((c) => toTime(c.record.startedAt))}::float8[], ${col((c) => toTime(c.record.attemptStartedAt))}::float8[],
+      ${col((c) => toTime(c.record.deadlineAt))}::float8[], ${col((c) => toTime(c.record.responseDeadlineAt))}::float8[],
+      ${col((c) => toTime(c.record.retryAt))}::float8[], ${col((c) => toTime(c.record.lastMessageAt))}::float8[],
+      ${col((c) => toTime(c.record.completedAt))}::float8[],
+      ${ev((e) => e.recordId)}::bigint[], ${ev((e) => e.event.type)}::text[], ${ev((e) => e.event.attempt)}::int[],
+      ${ev((e) => e.event.progress ?? null)}::smallint[], ${ev((e) => e.event.message ?? null)}::text[],
+      ${ev((e) => e.always)}::boolean[]
+    ) AS applied`.execute(db);
+  // int8[] comes back as strings
+  const appliedIds = new Set((rows[0]?.applied ?? []).map(Number));
+  return {
+    applied: ordered.filter((change) => appliedIds.has(change.id)),
+    stale: ordered.filter((change) => !appliedIds.has(change.id)),
+  };
 }
