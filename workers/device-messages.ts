@@ -67,6 +67,11 @@ export class DeviceMessageService {
     );
   }
 
+  /** Messages received and waiting for their batch. */
+  get pending(): number {
+    return this.shards.reduce((sum, shard) => sum + shard.size, 0);
+  }
+
   /** Resolves once every message received so far is applied. */
   async drain(): Promise<void> {
     await Promise.all(this.shards.map((shard) => shard.idle()));

@@ -1,6 +1,8 @@
 // The dispatcher hands waiting records of running push tasks to the upgrade queue, as their
 // rollout limits allow: no more in flight than maxInFlight, no more queued than the rate window
 // has room for, and a bounded share per task per round so one big task never starves another.
+// First attempts of tasks without a rate limit are sent right here (DirectSends), as fast as this
+// process keeps up with the answers; the rest become jobs for the workers.
 // Every worker process runs one; they take turns per task through an advisory lock.
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
@@ -8,6 +10,7 @@ import type { Db } from '../db/connection.ts';
 import { claimRecordsForDispatch, findDispatchableTasks, type DispatchableTask } from '../db/queries/dispatch.ts';
 import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
+import type { DirectSends } from './direct-sends.ts';
 
 export interface DispatcherOptions {
   intervalMs?: number;
@@ -17,7 +20,21 @@ export interface DispatcherOptions {
   maxBacklog?: number;
 }
 
+/** How the dispatcher hands records on beyond the plain job queue (see DirectSends). */
+export interface DispatcherHandOff {
+  /** Sends first attempts directly; returns the records left to ordinary jobs. */
+  direct: DirectSends;
+  /** Work this process has not caught up with (device messages, runnable jobs): sends wait for it. */
+  backlog: () => Promise<number>;
+  /** Sends per round, at most: as many as the process runs jobs at once, so several share the work. */
+  perRound: number;
+}
+
 const ADD_CHUNK = 1_000;
+/** How soon a round held back by this process's own backlog looks again. */
+const HELD_BACK_RETRY_MS = 20;
+
+type RoundPace = 'busy' | 'held_back' | 'idle';
 
 export class Dispatcher {
   private readonly db: Db;
@@ -25,17 +42,26 @@ export class Dispatcher {
   private readonly rateLimiter: SendRateLimiter;
   private readonly logger: Logger;
   private readonly options: Required<DispatcherOptions>;
+  private readonly handOff: DispatcherHandOff | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private again = false;
   private stopped = true;
 
-  constructor(db: Db, queue: Queue<UpgradeJobData>, rateLimiter: SendRateLimiter, logger: Logger, options: DispatcherOptions = {}) {
+  constructor(
+    db: Db,
+    queue: Queue<UpgradeJobData>,
+    rateLimiter: SendRateLimiter,
+    logger: Logger,
+    options: DispatcherOptions = {},
+    handOff?: DispatcherHandOff,
+  ) {
     this.db = db;
     this.queue = queue;
     this.rateLimiter = rateLimiter;
     this.logger = logger;
     this.options = { intervalMs: 250, perTaskPerRound: 2_000, maxBacklog: 5_000, ...options };
+    this.handOff = handOff;
   }
 
   start(): void {
@@ -54,42 +80,53 @@ export class Dispatcher {
     this.timer = undefined;
     this.running = this.round()
       .catch((err: unknown) => this.logger.warn({ err }, 'dispatch round failed'))
-      .then((busy) => {
+      .then((pace) => {
         this.running = undefined;
         if (this.stopped) return;
-        if (busy || this.again) {
+        if (pace === 'busy' || this.again) {
           this.again = false;
           setImmediate(() => this.poke());
         } else {
-          this.timer = setTimeout(() => this.poke(), this.options.intervalMs);
+          this.timer = setTimeout(() => this.poke(), pace === 'held_back' ? HELD_BACK_RETRY_MS : this.options.intervalMs);
         }
       });
   }
 
-  /** One pass over the dispatchable tasks; true if any task had more than one round's share. */
-  async round(): Promise<boolean> {
+  /**
+   * One pass over the dispatchable tasks: 'busy' if a task had more than one round's share,
+   * 'held_back' if one waited only for this process to catch up, else 'idle'.
+   */
+  async round(): Promise<RoundPace> {
     const tasks = await findDispatchableTasks(this.db);
-    let busy = false;
+    let pace: RoundPace = 'idle';
     for (const task of tasks) {
-      const claimed = await this.dispatchTask(task);
-      if (claimed >= this.options.perTaskPerRound) busy = true;
+      const { claimed, heldBack } = await this.dispatchTask(task);
+      if (claimed >= Math.min(this.options.perTaskPerRound, this.handOff?.perRound ?? Infinity)) pace = 'busy';
+      else if (heldBack && pace === 'idle') pace = 'held_back';
     }
-    return busy;
+    return pace;
   }
 
-  private async dispatchTask(task: DispatchableTask): Promise<number> {
+  private async dispatchTask(task: DispatchableTask): Promise<{ claimed: number; heldBack: boolean }> {
     const { maxInFlight, maxPerMinute } = task.rollout ?? {};
+    // a rate-limited task's sends take their slots one by one in the jobs; the others go directly
+    const direct = maxPerMinute ? undefined : this.handOff;
+    const behind = direct ? await direct.backlog() : 0;
+    let heldBack = false;
     const claimed = await claimRecordsForDispatch(this.db, task.id, async ({ processing, queuedUnsent }) => {
-      let budget = Math.min(this.options.perTaskPerRound, this.options.maxBacklog - queuedUnsent);
+      const share = direct?.perRound ?? this.options.perTaskPerRound;
+      let budget = Math.min(share, this.options.maxBacklog - queuedUnsent - behind);
+      heldBack = behind > 0 && budget < share;
       if (maxInFlight) budget = Math.min(budget, maxInFlight - processing - queuedUnsent);
       if (maxPerMinute && budget > 0) {
         budget = Math.min(budget, (await this.rateLimiter.available(task.id, maxPerMinute)) - queuedUnsent);
       }
       return budget;
     });
-    for (let i = 0; i < claimed.length; i += ADD_CHUNK) {
+    const toJobs = direct ? await direct.direct.send(task.id, claimed) : claimed;
+    for (let i = 0; i < toJobs.length; i += ADD_CHUNK) {
       await this.queue.addBulk(
-        claimed.slice(i, i + ADD_CHUNK).map((record) => ({
+        toJobs.slice(i, i + ADD_CHUNK).map((record) => ({
           name: record.deviceId,
           data: { recordId: record.id, taskId: task.id, deviceId: record.deviceId },
           opts: { jobId: upgradeJobId(record.id, record.dispatches) },
@@ -97,7 +134,7 @@ export class Dispatcher {
       );
     }
     if (claimed.length > 0) this.logger.debug({ taskId: task.id, queued: claimed.length }, 'dispatched');
-    return claimed.length;
+    return { claimed: claimed.length, heldBack };
   }
 
   async stop(): Promise<void> {

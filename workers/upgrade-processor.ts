@@ -1,19 +1,16 @@
 // The BullMQ processor of an upgrade job: one step per run, decided by planJob from the record in
 // Postgres. Sending is a short step; waiting for the device is a parked (delayed) job, so a device
 // that takes hours costs no worker slot. Device messages wake the job when the record changes.
-import { randomUUID } from 'node:crypto';
 import { DelayedError, UnrecoverableError, type Job } from 'bullmq';
 import type { Logger } from 'pino';
 import { planJob } from '../core/job-plan.ts';
 import { parseUpgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
-import { transition, type RecordInput } from '../core/record-machine.ts';
-import type { Connector } from '../protocols/connector.ts';
+import { nextWakeAt, type RecordInput } from '../core/record-machine.ts';
 import type { UpgradeState } from '../db/queries/upgrade-state.ts';
-import type { FirmwareOffers } from './firmware-offers.ts';
 import type { RecordStore } from './record-store.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
+import type { UpgradeSender } from './upgrade-sender.ts';
 import { isTransientDbError } from '../db/transient-errors.ts';
-import { changeOf } from '../db/queries/record-changes.ts';
 
 /** Steps one run may take before it parks (a send, then its immediate failure, then a retry…). */
 const MAX_STEPS = 8;
@@ -23,49 +20,16 @@ const DATABASE_RETRY_MS = 3_000;
 
 export interface UpgradeProcessorDeps {
   store: RecordStore;
-  connector: Connector;
-  offers: FirmwareOffers;
+  sender: UpgradeSender;
   rateLimiter: SendRateLimiter;
   logger: Logger;
-  onSent?: (state: UpgradeState) => void;
-  onSendError?: (state: UpgradeState, detail: string) => void;
 }
 
 export type UpgradeJobResult = { state: string; attempts: number } | { dropped: string };
 
 export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
-  const { store, logger } = deps;
-
-  /** Applies one input to the record; the record as written, or undefined if it moved on. */
-  async function applyInput(state: UpgradeState, input: RecordInput): Promise<UpgradeState | undefined> {
-    const result = transition(state.snapshot, input, state.policy);
-    if (!result.changed) return state;
-    const outcome = await store.apply(changeOf(state, result));
-    return outcome === 'applied' ? { ...state, revision: state.revision + 1, snapshot: result.record } : undefined;
-  }
-
-  async function send(state: UpgradeState): Promise<void> {
-    const now = Date.now();
-    const messageId = randomUUID();
-    const sent = await applyInput(state, { type: 'send', now, messageId });
-    if (!sent || sent === state) return;
-    try {
-      const offer = await deps.offers.offer(state.firmwareId, now);
-      if (!offer) throw new Error(`firmware ${state.firmwareId} no longer exists`);
-      await deps.connector.send({
-        messageType: 'UPGRADE_FIRMWARE',
-        productId: state.productId,
-        deviceId: state.deviceId,
-        body: { messageId, deviceId: state.deviceId, ...offer, timestamp: now },
-      });
-      deps.onSent?.(sent);
-    } catch (error) {
-      const detail = error instanceof Error ? error.message : String(error);
-      logger.warn({ recordId: state.id, deviceId: state.deviceId, err: detail }, 'send failed');
-      deps.onSendError?.(sent, detail);
-      await applyInput(sent, { type: 'send_error', now: Date.now(), detail });
-    }
-  }
+  const { store, sender, logger } = deps;
+  const applyInput = (state: UpgradeState, input: RecordInput) => sender.apply(state, input);
 
   async function processUpgrade(job: Job<UpgradeJobData>, token?: string): Promise<UpgradeJobResult> {
     try {
@@ -118,7 +82,10 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
         case 'send': {
           const waitMs = await deps.rateLimiter.acquire(state.taskId, state.rollout.maxPerMinute, `${state.id}-${state.snapshot.attempts}`);
           if (waitMs > 0) return park(job, token, now + waitMs);
-          await send(state);
+          const sent = await sender.send(state);
+          // just sent: the record is as written, no need to read it again to know when to wake
+          const wakeAt = sent.kind === 'sent' ? nextWakeAt(sent.state.snapshot) : null;
+          if (wakeAt !== null) return park(job, token, wakeAt);
           continue;
         }
         case 'wait':

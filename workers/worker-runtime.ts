@@ -19,6 +19,8 @@ import { Reconciler } from './reconciler.ts';
 import { SendRateLimiter } from './send-rate-limiter.ts';
 import type { TaskSupervisor } from './task-supervisor.ts';
 import { createUpgradeProcessor, type UpgradeJobResult } from './upgrade-processor.ts';
+import { UpgradeSender } from './upgrade-sender.ts';
+import { DirectSends } from './direct-sends.ts';
 import { UPGRADE_JOB_OPTIONS, createRedis } from './upgrade-queue.ts';
 
 export interface WorkerRuntimeDeps {
@@ -47,18 +49,10 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   const { config, logger, db, queue, metrics, supervisor } = deps;
   const store = new RecordStore(db);
   const rateLimiter = new SendRateLimiter(deps.redis, config.queuePrefix);
-  const dispatcher = new Dispatcher(db, queue, rateLimiter, logger, deps.dispatcher);
-
-  store.onApplied = (changes) => {
-    metrics.observeFinished(changes);
-    supervisor.touch(changes.filter((change) => isFinal(change.record.state)).map((change) => change.taskId));
-  };
-
-  const processor = createUpgradeProcessor({
+  const sender = new UpgradeSender({
     store,
     connector: deps.connector,
     offers: deps.offers,
-    rateLimiter,
     logger,
     onSent: (state) => {
       metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'ok' });
@@ -66,6 +60,18 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     },
     onSendError: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'error' }),
   });
+  const dispatcher = new Dispatcher(db, queue, rateLimiter, logger, deps.dispatcher, {
+    direct: new DirectSends(store, sender, queue, deps.waker),
+    backlog: async () => deps.messages.pending + (await queue.getWaitingCount()),
+    perRound: config.workerConcurrency,
+  });
+
+  store.onApplied = (changes) => {
+    metrics.observeFinished(changes);
+    supervisor.touch(changes.filter((change) => isFinal(change.record.state)).map((change) => change.taskId));
+  };
+
+  const processor = createUpgradeProcessor({ store, sender, rateLimiter, logger });
 
   const workerConnection = createRedis(config.redisUrl);
   const worker = new Worker<UpgradeJobData, UpgradeJobResult>(UPGRADE_QUEUE, processor, {

@@ -1,0 +1,75 @@
+// Sends one attempt of an upgrade: the record is marked sent first (a guarded write, so a record
+// that moved on is never sent), then UpgradeFirmwareMessage goes out through the connector; a
+// failed delivery becomes a send_error, which the state machine turns into a retry or a failure.
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { transition, type RecordInput } from '../core/record-machine.ts';
+import type { Connector } from '../protocols/connector.ts';
+import type { UpgradeState } from '../db/queries/upgrade-state.ts';
+import { changeOf } from '../db/queries/record-changes.ts';
+import type { FirmwareOffers } from './firmware-offers.ts';
+import type { RecordStore } from './record-store.ts';
+
+export interface UpgradeSenderDeps {
+  store: RecordStore;
+  connector: Connector;
+  offers: FirmwareOffers;
+  logger: Logger;
+  onSent?: (state: UpgradeState) => void;
+  onSendError?: (state: UpgradeState, detail: string) => void;
+}
+
+export type SendOutcome =
+  /** the record was marked sent and the message delivered */
+  | { kind: 'sent'; state: UpgradeState }
+  /** the record was marked sent but delivery failed; the failure is recorded */
+  | { kind: 'send_error'; state: UpgradeState }
+  /** the record moved on before it could be marked sent: nothing was sent */
+  | { kind: 'stale' };
+
+export class UpgradeSender {
+  private readonly deps: UpgradeSenderDeps;
+
+  constructor(deps: UpgradeSenderDeps) {
+    this.deps = deps;
+  }
+
+  /** Applies one input to the record; the record as written, or undefined if it moved on. */
+  async apply(state: UpgradeState, input: RecordInput): Promise<UpgradeState | undefined> {
+    const result = transition(state.snapshot, input, state.policy);
+    if (!result.changed) return state;
+    const outcome = await this.deps.store.apply(changeOf(state, result));
+    return outcome === 'applied' ? { ...state, revision: state.revision + 1, snapshot: result.record } : undefined;
+  }
+
+  /**
+   * Sends the record's next attempt. `beforeDelivery` runs once the record is marked sent and
+   * before the message leaves (the dispatcher adds the job that follows the record there, so a
+   * device's instant answer finds a job to wake).
+   */
+  async send(state: UpgradeState, beforeDelivery?: (sent: UpgradeState) => Promise<void>): Promise<SendOutcome> {
+    const now = Date.now();
+    const messageId = randomUUID();
+    const sent = await this.apply(state, { type: 'send', now, messageId });
+    if (!sent || sent === state) return { kind: 'stale' };
+    try {
+      await beforeDelivery?.(sent);
+      const offer = await this.deps.offers.offer(state.firmwareId, now);
+      if (!offer) throw new Error(`firmware ${state.firmwareId} no longer exists`);
+      await this.deps.connector.send({
+        messageType: 'UPGRADE_FIRMWARE',
+        productId: state.productId,
+        deviceId: state.deviceId,
+        body: { messageId, deviceId: state.deviceId, ...offer, timestamp: now },
+      });
+      this.deps.onSent?.(sent);
+      return { kind: 'sent', state: sent };
+    } catch (error) {
+      const detail = error instanceof Error ? error.message : String(error);
+      this.deps.logger.warn({ recordId: state.id, deviceId: state.deviceId, err: detail }, 'send failed');
+      this.deps.onSendError?.(sent, detail);
+      await this.apply(sent, { type: 'send_error', now: Date.now(), detail });
+      return { kind: 'send_error', state: sent };
+    }
+  }
+}
