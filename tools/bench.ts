@@ -21,16 +21,20 @@ const { values } = parseArgs({
   options: {
     devices: { type: 'string', default: '10000' },
     json: { type: 'boolean', default: false },
-    concurrency: { type: 'string', default: '300' },
+    concurrency: { type: 'string', default: '600' },
     'progress-steps': { type: 'string', default: '3' },
     'cpu-prof': { type: 'boolean', default: false },
-    split: { type: 'boolean', default: false, description: 'run ROLE=api and ROLE=worker processes' },
-    workers: { type: 'string', default: '1', description: 'with --split: how many ROLE=worker processes' },
+    single: { type: 'boolean', default: false, description: 'one ROLE=all process instead of ROLE=api + ROLE=worker' },
+    workers: { type: 'string', default: '1', description: 'how many ROLE=worker processes beside the ROLE=api one' },
+    'worker-nice': { type: 'string', default: '10', description: 'CPU priority (nice) of the worker processes' },
   },
   strict: true,
 });
 
 const N = Number(values.devices);
+// The recommended shape on one host (README, Scaling): the API in its own process, the workers in
+// others at a lower CPU priority, so requests are answered promptly while the rollout saturates the machine.
+const split = !values.single;
 const say = (line: string) => {
   if (!values.json) process.stderr.write(`${line}\n`);
 };
@@ -105,8 +109,10 @@ async function rawBullmq(count: number): Promise<number> {
 let broker: Broker | undefined;
 let service: ChildProcess | undefined;
 const workers: ChildProcess[] = [];
-// the service runs as `npm start` runs it
-const SERVICE_NODE_FLAGS = ['--max-old-space-size=256', '--max-semi-space-size=32', '--import', 'tsx'];
+// the service runs as `npm start` runs it: the node flags are read from that script
+const SERVICE_NODE_FLAGS = (JSON.parse(readFileSync('package.json', 'utf8')) as { scripts: { start: string } }).scripts.start
+  .split(/\s+/)
+  .filter((word, i, words) => i > 0 && words[0] === 'node' && word !== 'service/main.ts');
 let fleet: ChildProcess | undefined;
 let storage: string | undefined;
 
@@ -149,7 +155,7 @@ async function main(): Promise<Record<string, number>> {
   const redis = new Redis(REDIS_URL);
   const redisBaseline = await redisUsedMemory(redis);
 
-  say(`bench: ${N} devices; service on :${port} (${values.split ? `ROLE=api + ${values.workers} ROLE=worker` : 'ROLE=all'}), broker ${broker.url}`);
+  say(`bench: ${N} devices; service on :${port} (${split ? `ROLE=api + ${values.workers} ROLE=worker` : 'ROLE=all'}), broker ${broker.url}`);
   const serviceEnv = {
     ...process.env,
     HOST: '127.0.0.1',
@@ -169,12 +175,13 @@ async function main(): Promise<Record<string, number>> {
       env: { ...serviceEnv, ROLE: role, PORT: String(listenPort) },
       stdio: ['ignore', 'ignore', 'inherit'],
     });
-  service = startProcess(values.split ? 'api' : 'all', port);
-  if (values.split) {
+  service = startProcess(split ? 'api' : 'all', port);
+  if (split) {
     for (let i = 0; i < Number(values.workers); i += 1) {
       const workerPort = await freePort();
       const worker = startProcess('worker', workerPort);
       workers.push(worker);
+      os.setPriority(worker.pid!, Number(values['worker-nice']));
       await waitForReady(`http://127.0.0.1:${workerPort}`, worker);
     }
   }
