@@ -31,6 +31,10 @@ import deviceMessageRoutes from './routes/device-messages.ts';
 import deviceFirmwareReadRoutes from './routes/device-firmware-read.ts';
 import metricsRoutes from './routes/metrics.ts';
 import { TaskService } from './services/task-service.ts';
+import { TaskSnapshots } from './services/task-snapshots.ts';
+import { findTask } from '../db/queries/tasks.ts';
+
+const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 import { mountBullBoard } from '../dashboards/bull-board.ts';
 import type { Queue } from 'bullmq';
 import type { DispatchSignal } from '../workers/dispatch-signal.ts';
@@ -111,7 +115,15 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
   app.decorate('db', context.db);
   app.decorate('readiness', context.readiness);
   app.decorate('storage', context.storage);
-  app.decorate('tasks', new TaskService(context.db, context.queue, context.dispatchSignal));
+  // an API-only process serves task polls from recent snapshots (see TaskSnapshots); a process
+  // that also runs workers reads Postgres every time, as its own workers change tasks all along
+  const snapshots = context.config.role === 'api' ? new TaskSnapshots((id) => findTask(context.db, id)) : undefined;
+  app.decorate('tasks', new TaskService(context.db, context.queue, context.dispatchSignal, snapshots));
+  if (snapshots) {
+    app.addHook('onSend', async (request) => {
+      if (!READ_METHODS.has(request.method)) snapshots.clear();
+    });
+  }
   app.decorate('dispatchSignal', context.dispatchSignal);
   app.decorate('messages', context.messages);
   app.decorate('connector', context.connector);

@@ -86,7 +86,7 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/tasks/:id', {
     schema: { tags, summary: 'One task with its stats (constant time, whatever its size)', params: UuidParams, response: { 200: Task, ...errors } },
-  }, async (request) => taskToJson(await app.tasks.get(request.params.id)));
+  }, async (request) => taskToJson(await app.tasks.read(request.params.id)));
 
   app.patch('/tasks/:id', {
     schema: {

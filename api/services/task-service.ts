@@ -10,6 +10,7 @@ import { requestPush } from '../../db/queries/dispatch.ts';
 import { cancelRecords, completeFinishedTasks } from '../../db/queries/task-lifecycle.ts';
 import { removeJobs } from '../../workers/task-supervisor.ts';
 import type { DispatchSignal } from '../../workers/dispatch-signal.ts';
+import type { TaskSnapshots } from './task-snapshots.ts';
 
 const CLOSED: readonly TaskState[] = ['canceled', 'aborted'];
 
@@ -17,11 +18,20 @@ export class TaskService {
   private readonly db: Db;
   private readonly queue: Queue;
   private readonly signal: DispatchSignal;
+  private readonly snapshots: TaskSnapshots | undefined;
 
-  constructor(db: Db, queue: Queue, signal: DispatchSignal) {
+  constructor(db: Db, queue: Queue, signal: DispatchSignal, snapshots?: TaskSnapshots) {
     this.db = db;
     this.queue = queue;
     this.signal = signal;
+    this.snapshots = snapshots;
+  }
+
+  /** The task for a reader (GET): from a recent snapshot where this process keeps them. */
+  async read(taskId: string): Promise<TaskRow> {
+    const task = this.snapshots ? await this.snapshots.get(taskId) : await findTask(this.db, taskId);
+    if (!task) throw notFound('task', taskId);
+    return task;
   }
 
   async get(taskId: string): Promise<TaskRow> {
