@@ -1,66 +1,61 @@
-// The dispatcher's fast path for first attempts: the dispatcher sends the upgrade itself and adds
-// the record's job already parked until the attempt's deadline, so a device upgrade costs one job
-// run (when the device's answer wakes it) instead of two (send, then finish). The job is added
-// before the message leaves, so a device that answers at once always finds a job to wake.
-// A record that cannot go this way (it moved on, its task paused) gets an ordinary job, whose run
-// decides from the record what to do.
+// The dispatcher's fast path for first attempts: one transaction claims a batch of waiting records
+// and marks them sent (the state machine's send, with their `queued` events); then their jobs are
+// added already parked until each attempt's deadline, and only then do the messages leave — so a
+// device that answers at once always finds a job to wake. A device upgrade then costs one job run
+// (when its answer wakes the job) instead of two, and one write of the record fewer.
+import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
-import { planJob } from '../core/job-plan.ts';
 import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
-import { nextWakeAt } from '../core/record-machine.ts';
-import type { ClaimedRecord } from '../db/queries/dispatch.ts';
+import { nextWakeAt, transition } from '../core/record-machine.ts';
+import type { Db } from '../db/connection.ts';
+import { claimRecordsAndSend, type InFlight } from '../db/queries/dispatch.ts';
+import { changeOf, type RecordChange } from '../db/queries/record-changes.ts';
+import type { UpgradeState } from '../db/queries/upgrade-state.ts';
 import type { JobWaker } from './job-waker.ts';
-import type { RecordStore } from './record-store.ts';
 import type { UpgradeSender } from './upgrade-sender.ts';
 
 export class DirectSends {
-  private readonly store: RecordStore;
+  private readonly db: Db;
   private readonly sender: UpgradeSender;
   private readonly queue: Queue<UpgradeJobData>;
   private readonly waker: JobWaker;
 
-  constructor(store: RecordStore, sender: UpgradeSender, queue: Queue<UpgradeJobData>, waker: JobWaker) {
-    this.store = store;
+  constructor(db: Db, sender: UpgradeSender, queue: Queue<UpgradeJobData>, waker: JobWaker) {
+    this.db = db;
     this.sender = sender;
     this.queue = queue;
     this.waker = waker;
   }
 
-  /** Sends the claimed records' first attempts; returns those left to an ordinary job. */
-  async send(taskId: string, claimed: readonly ClaimedRecord[]): Promise<ClaimedRecord[]> {
-    const leftToJobs: ClaimedRecord[] = [];
-    await Promise.all(
-      claimed.map(async (record) => {
-        if (!(await this.sendOne(taskId, record))) leftToJobs.push(record);
+  /** Claims and sends as many of the task's waiting records as `budget` allows; returns how many. */
+  async dispatch(taskId: string, budget: (inFlight: InFlight) => Promise<number>): Promise<number> {
+    const sent = new Map<number, UpgradeState>();
+    // dispatch latency (claimed → delivered) is measured from here
+    const claimedAt = Date.now();
+    const applied = await claimRecordsAndSend(this.db, taskId, budget, (states) =>
+      states.map((state) => {
+        const result = transition(state.snapshot, { type: 'send', now: Date.now(), messageId: randomUUID() }, state.policy);
+        // written with `dispatched`: the record's dispatch count, and so its job id, moves on
+        sent.set(state.id, { ...state, revision: state.revision + 1, dispatches: state.dispatches + 1, queuedAt: claimedAt, snapshot: result.record });
+        return changeOf(state, result, true);
       }),
     );
-    return leftToJobs;
-  }
-
-  /** True when the record was taken care of here (sent, or gone). */
-  private async sendOne(taskId: string, record: ClaimedRecord): Promise<boolean> {
-    const state = await this.store.load(record.id);
-    if (!state) return true;
-    const plan = planJob({
-      record: state.snapshot,
-      mode: state.policy.mode,
-      taskState: state.taskState,
-      recordDispatches: state.dispatches,
-      jobDispatches: record.dispatches,
-      now: Date.now(),
-    });
-    if (plan.kind !== 'send') return false;
-    const jobId = upgradeJobId(record.id, record.dispatches);
-    const outcome = await this.sender.send(state, async (sent) => {
-      const wakeAt = nextWakeAt(sent.snapshot) ?? Date.now();
-      await this.queue.add(record.deviceId, { recordId: record.id, taskId, deviceId: record.deviceId }, {
-        jobId,
-        delay: Math.max(0, wakeAt - Date.now()),
-      });
-    });
-    if (outcome.kind === 'stale') return false;
-    // a failed delivery may have scheduled a retry sooner than the deadline the job waits for
-    if (outcome.kind === 'send_error') this.waker.wake([jobId]);
-    return true;
+    if (applied.length === 0) return 0;
+    const states = applied.map((change: RecordChange) => sent.get(change.id)!);
+    await this.queue.addBulk(
+      states.map((state) => ({
+        name: state.deviceId,
+        data: { recordId: state.id, taskId, deviceId: state.deviceId },
+        opts: { jobId: upgradeJobId(state.id, state.dispatches), delay: Math.max(0, (nextWakeAt(state.snapshot) ?? 0) - Date.now()) },
+      })),
+    );
+    await Promise.all(
+      states.map(async (state) => {
+        const outcome = await this.sender.deliver(state);
+        // a failed delivery may have scheduled a retry sooner than the deadline the job waits for
+        if (outcome.kind === 'send_error') this.waker.wake([upgradeJobId(state.id, state.dispatches)]);
+      }),
+    );
+    return applied.length;
   }
 }

@@ -7,7 +7,7 @@
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Db } from '../db/connection.ts';
-import { claimRecordsForDispatch, findDispatchableTasks, type DispatchableTask } from '../db/queries/dispatch.ts';
+import { claimRecordsForDispatch, findDispatchableTasks, type DispatchableTask, type InFlight } from '../db/queries/dispatch.ts';
 import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
 import type { DirectSends } from './direct-sends.ts';
@@ -22,7 +22,7 @@ export interface DispatcherOptions {
 
 /** How the dispatcher hands records on beyond the plain job queue (see DirectSends). */
 export interface DispatcherHandOff {
-  /** Sends first attempts directly; returns the records left to ordinary jobs. */
+  /** Claims and sends first attempts directly. */
   direct: DirectSends;
   /** Work this process has not caught up with (device messages, runnable jobs): sends wait for it. */
   backlog: () => Promise<number>;
@@ -113,20 +113,25 @@ export class Dispatcher {
     const direct = maxPerMinute ? undefined : this.handOff;
     const behind = direct ? await direct.backlog() : 0;
     let heldBack = false;
-    const claimed = await claimRecordsForDispatch(this.db, task.id, async ({ processing, queuedUnsent }) => {
+    const budget = async ({ processing, queuedUnsent }: InFlight) => {
       const share = direct?.perRound ?? this.options.perTaskPerRound;
-      let budget = Math.min(share, this.options.maxBacklog - queuedUnsent - behind);
-      heldBack = behind > 0 && budget < share;
-      if (maxInFlight) budget = Math.min(budget, maxInFlight - processing - queuedUnsent);
-      if (maxPerMinute && budget > 0) {
-        budget = Math.min(budget, (await this.rateLimiter.available(task.id, maxPerMinute)) - queuedUnsent);
+      let allowed = Math.min(share, this.options.maxBacklog - queuedUnsent - behind);
+      heldBack = behind > 0 && allowed < share;
+      if (maxInFlight) allowed = Math.min(allowed, maxInFlight - processing - queuedUnsent);
+      if (maxPerMinute && allowed > 0) {
+        allowed = Math.min(allowed, (await this.rateLimiter.available(task.id, maxPerMinute)) - queuedUnsent);
       }
-      return budget;
-    });
-    const toJobs = direct ? await direct.direct.send(task.id, claimed) : claimed;
-    for (let i = 0; i < toJobs.length; i += ADD_CHUNK) {
+      return allowed;
+    };
+    if (direct) {
+      const sent = await direct.direct.dispatch(task.id, budget);
+      if (sent > 0) this.logger.debug({ taskId: task.id, sent }, 'dispatched');
+      return { claimed: sent, heldBack };
+    }
+    const claimed = await claimRecordsForDispatch(this.db, task.id, budget);
+    for (let i = 0; i < claimed.length; i += ADD_CHUNK) {
       await this.queue.addBulk(
-        toJobs.slice(i, i + ADD_CHUNK).map((record) => ({
+        claimed.slice(i, i + ADD_CHUNK).map((record) => ({
           name: record.deviceId,
           data: { recordId: record.id, taskId: task.id, deviceId: record.deviceId },
           opts: { jobId: upgradeJobId(record.id, record.dispatches) },

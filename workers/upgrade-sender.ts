@@ -42,31 +42,32 @@ export class UpgradeSender {
     return outcome === 'applied' ? { ...state, revision: state.revision + 1, snapshot: result.record } : undefined;
   }
 
-  /**
-   * Sends the record's next attempt. `beforeDelivery` runs once the record is marked sent and
-   * before the message leaves (the dispatcher adds the job that follows the record there, so a
-   * device's instant answer finds a job to wake).
-   */
-  async send(state: UpgradeState, beforeDelivery?: (sent: UpgradeState) => Promise<void>): Promise<SendOutcome> {
+  /** Sends the record's next attempt: marks it sent, then delivers the message. */
+  async send(state: UpgradeState): Promise<SendOutcome> {
     const now = Date.now();
     const messageId = randomUUID();
     const sent = await this.apply(state, { type: 'send', now, messageId });
     if (!sent || sent === state) return { kind: 'stale' };
+    return this.deliver(sent);
+  }
+
+  /** Delivers the attempt a record was marked sent for (`sent`, as written). */
+  async deliver(sent: UpgradeState): Promise<SendOutcome> {
+    const now = Date.now();
     try {
-      await beforeDelivery?.(sent);
-      const offer = await this.deps.offers.offer(state.firmwareId, now);
-      if (!offer) throw new Error(`firmware ${state.firmwareId} no longer exists`);
+      const offer = await this.deps.offers.offer(sent.firmwareId, now);
+      if (!offer) throw new Error(`firmware ${sent.firmwareId} no longer exists`);
       await this.deps.connector.send({
         messageType: 'UPGRADE_FIRMWARE',
-        productId: state.productId,
-        deviceId: state.deviceId,
-        body: { messageId, deviceId: state.deviceId, ...offer, timestamp: now },
+        productId: sent.productId,
+        deviceId: sent.deviceId,
+        body: { messageId: sent.snapshot.messageId ?? '', deviceId: sent.deviceId, ...offer, timestamp: sent.snapshot.attemptStartedAt ?? now },
       });
       this.deps.onSent?.(sent);
       return { kind: 'sent', state: sent };
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);
-      this.deps.logger.warn({ recordId: state.id, deviceId: state.deviceId, err: detail }, 'send failed');
+      this.deps.logger.warn({ recordId: sent.id, deviceId: sent.deviceId, err: detail }, 'send failed');
       this.deps.onSendError?.(sent, detail);
       await this.apply(sent, { type: 'send_error', now: Date.now(), detail });
       return { kind: 'send_error', state: sent };

@@ -4,6 +4,8 @@
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { RolloutLimits } from '../database.ts';
+import { lockDispatchableStates, type UpgradeState } from './upgrade-state.ts';
+import { applyRecordChanges, type RecordChange } from './record-changes.ts';
 
 export interface DispatchableTask {
   id: string;
@@ -45,21 +47,7 @@ export async function claimRecordsForDispatch(
   budget: (inFlight: InFlight) => Promise<number>,
 ): Promise<ClaimedRecord[]> {
   return db.transaction().execute(async (trx) => {
-    const { rows: lock } = await sql<{ locked: boolean }>`
-      SELECT pg_try_advisory_xact_lock(hashtextextended(${`otter-dispatch:${taskId}`}, 0)) AS locked`.execute(trx);
-    if (!lock[0]?.locked) return [];
-    const { rows: counts } = await sql<InFlight>`
-      SELECT t.processing,
-        (SELECT count(*)::int FROM upgrade_records r
-         WHERE r.task_id = t.id AND r.state = 'waiting' AND r.queued_at IS NOT NULL) AS "queuedUnsent"
-      FROM upgrade_tasks t WHERE t.id = ${taskId} AND t.state = 'running'
-        -- past its abort threshold, a task sends nothing more even before the supervisor aborts it
-        AND NOT (t.abort IS NOT NULL
-                 AND t.success + t.failed + t.canceled >= (t.abort->>'minFinished')::int
-                 AND t.success + t.failed > 0
-                 AND t.failed::float8 / (t.success + t.failed) >= (t.abort->>'failureRate')::float8)`.execute(trx);
-    if (!counts[0]) return [];
-    const limit = Math.floor(await budget(counts[0]));
+    const limit = await lockedBudget(trx, taskId, budget);
     if (limit <= 0) return [];
     const { rows } = await sql<{ id: number; device_id: string; dispatches: number }>`
       UPDATE upgrade_records r SET queued_at = now(), dispatches = r.dispatches + 1,
@@ -77,6 +65,51 @@ export async function claimRecordsForDispatch(
     }
     return rows.map((row) => ({ id: row.id, deviceId: row.device_id, dispatches: row.dispatches }));
   });
+}
+
+/**
+ * Claims a batch of a task's dispatchable records and marks them sent in the same transaction:
+ * `send` turns each record into its change (the state machine's send, `dispatched`), which is
+ * written with the record's `queued` event before it. Returns the changes written; the caller
+ * then adds their jobs and delivers the messages.
+ */
+export async function claimRecordsAndSend(
+  db: Db,
+  taskId: string,
+  budget: (inFlight: InFlight) => Promise<number>,
+  send: (states: UpgradeState[]) => RecordChange[],
+): Promise<RecordChange[]> {
+  return db.transaction().execute(async (trx) => {
+    const limit = await lockedBudget(trx, taskId, budget);
+    if (limit <= 0) return [];
+    const states = await lockDispatchableStates(trx, taskId, limit);
+    if (states.length === 0) return [];
+    const queued = states.map((state) => ({ recordId: state.id, event: { type: 'queued' as const, attempt: 0 } }));
+    const { applied } = await applyRecordChanges(trx, send(states), queued);
+    return applied;
+  });
+}
+
+/**
+ * Takes the task's dispatch lock (a per-task advisory lock, so dispatchers in several processes
+ * take turns and a budget is never spent twice) and asks `budget` how many records may go now.
+ */
+async function lockedBudget(trx: Db, taskId: string, budget: (inFlight: InFlight) => Promise<number>): Promise<number> {
+  const { rows: lock } = await sql<{ locked: boolean }>`
+    SELECT pg_try_advisory_xact_lock(hashtextextended(${`otter-dispatch:${taskId}`}, 0)) AS locked`.execute(trx);
+  if (!lock[0]?.locked) return 0;
+  const { rows: counts } = await sql<InFlight>`
+    SELECT t.processing,
+      (SELECT count(*)::int FROM upgrade_records r
+       WHERE r.task_id = t.id AND r.state = 'waiting' AND r.queued_at IS NOT NULL) AS "queuedUnsent"
+    FROM upgrade_tasks t WHERE t.id = ${taskId} AND t.state = 'running'
+      -- past its abort threshold, a task sends nothing more even before the supervisor aborts it
+      AND NOT (t.abort IS NOT NULL
+               AND t.success + t.failed + t.canceled >= (t.abort->>'minFinished')::int
+               AND t.success + t.failed > 0
+               AND t.failed::float8 / (t.success + t.failed) >= (t.abort->>'failureRate')::float8)`.execute(trx);
+  if (!counts[0]) return 0;
+  return Math.floor(await budget(counts[0]));
 }
 
 /** Gives a queued, unsent record back to the dispatcher. */

@@ -121,3 +121,20 @@ export async function loadUpgradeStatesByDevices(db: Db, deviceIds: readonly str
     ORDER BY r.device_id, (r.state IN ('waiting', 'processing')) DESC, r.id DESC`.execute(db);
   return new Map(rows.map((row) => [row.device_id, toUpgradeState(row)]));
 }
+
+/**
+ * Locks and loads up to `limit` of a task's records waiting to be dispatched, in id order,
+ * skipping any another dispatcher holds. Only inside a transaction.
+ */
+export async function lockDispatchableStates(trx: Db, taskId: string, limit: number): Promise<UpgradeState[]> {
+  const { rows } = await sql<Row>`
+    SELECT ${COLUMNS}
+    FROM upgrade_records r JOIN upgrade_tasks t ON t.id = r.task_id
+    WHERE r.id IN (
+      SELECT id FROM upgrade_records
+      WHERE task_id = ${taskId} AND state = 'waiting' AND push_requested AND queued_at IS NULL
+      ORDER BY id LIMIT ${limit}
+      FOR UPDATE SKIP LOCKED)
+    ORDER BY r.id`.execute(trx);
+  return rows.map(toUpgradeState);
+}
