@@ -20,10 +20,10 @@ export interface DispatcherOptions {
   maxBacklog?: number;
 }
 
-/** How the dispatcher hands records on beyond the plain job queue (see DirectSends). */
-export interface DispatcherHandOff {
-  /** Claims and sends first attempts directly. */
-  direct: DirectSends;
+/** The dispatcher's fast path: first attempts sent by the dispatcher itself (see DirectSends). */
+export interface DirectSendPath {
+  /** Claims and sends first attempts. */
+  sends: DirectSends;
   /** Work this process has not caught up with (device messages, runnable jobs): sends wait for it. */
   backlog: () => Promise<number>;
   /** Sends per round, at most: as many as the process runs jobs at once, so several share the work. */
@@ -42,7 +42,7 @@ export class Dispatcher {
   private readonly rateLimiter: SendRateLimiter;
   private readonly logger: Logger;
   private readonly options: Required<DispatcherOptions>;
-  private readonly handOff: DispatcherHandOff | undefined;
+  private readonly directPath: DirectSendPath | undefined;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<void> | undefined;
   private again = false;
@@ -54,14 +54,14 @@ export class Dispatcher {
     rateLimiter: SendRateLimiter,
     logger: Logger,
     options: DispatcherOptions = {},
-    handOff?: DispatcherHandOff,
+    directPath?: DirectSendPath,
   ) {
     this.db = db;
     this.queue = queue;
     this.rateLimiter = rateLimiter;
     this.logger = logger;
     this.options = { intervalMs: 250, perTaskPerRound: 2_000, maxBacklog: 5_000, ...options };
-    this.handOff = handOff;
+    this.directPath = directPath;
   }
 
   start(): void {
@@ -101,7 +101,7 @@ export class Dispatcher {
     let pace: RoundPace = 'idle';
     for (const task of tasks) {
       const { claimed, heldBack } = await this.dispatchTask(task);
-      if (claimed >= Math.min(this.options.perTaskPerRound, this.handOff?.perRound ?? Infinity)) pace = 'busy';
+      if (claimed >= Math.min(this.options.perTaskPerRound, this.directPath?.perRound ?? Infinity)) pace = 'busy';
       else if (heldBack && pace === 'idle') pace = 'held_back';
     }
     return pace;
@@ -110,7 +110,7 @@ export class Dispatcher {
   private async dispatchTask(task: DispatchableTask): Promise<{ claimed: number; heldBack: boolean }> {
     const { maxInFlight, maxPerMinute } = task.rollout ?? {};
     // a rate-limited task's sends take their slots one by one in the jobs; the others go directly
-    const direct = maxPerMinute ? undefined : this.handOff;
+    const direct = maxPerMinute ? undefined : this.directPath;
     const behind = direct ? await direct.backlog() : 0;
     let heldBack = false;
     const budget = async ({ processing, queuedUnsent }: InFlight) => {
@@ -124,7 +124,7 @@ export class Dispatcher {
       return allowed;
     };
     if (direct) {
-      const sent = await direct.direct.dispatch(task.id, budget);
+      const sent = await direct.sends.dispatch(task.id, budget);
       if (sent > 0) this.logger.debug({ taskId: task.id, sent }, 'dispatched');
       return { claimed: sent, heldBack };
     }

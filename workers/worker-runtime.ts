@@ -61,7 +61,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     onSendError: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'error' }),
   });
   const dispatcher = new Dispatcher(db, queue, rateLimiter, logger, deps.dispatcher, {
-    direct: new DirectSends(db, sender, queue, deps.waker),
+    sends: new DirectSends(db, sender, queue, deps.waker),
     backlog: async () => deps.messages.pending + (await queue.getWaitingCount()),
     perRound: config.workerConcurrency,
   });
