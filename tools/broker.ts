@@ -37,14 +37,14 @@ async function waitUntilListening(child: ChildProcess, port: number, stderr: () 
   throw new Error(`mosquitto did not listen on ${port} within ${START_TIMEOUT_MS} ms: ${stderr().trim()}`);
 }
 
-async function startOnce(base: string, dir: string, fixedPort?: number): Promise<Broker> {
+async function startOnce(base: string, dir: string, fixedPort?: number, ownSession = false): Promise<Broker> {
   const port = fixedPort ?? (await freePort());
   const conf = base.replace(/^listener\s+\d+.*$/m, `listener ${port} 127.0.0.1`);
   if (!conf.includes(`listener ${port} 127.0.0.1`)) throw new Error(`${CONF} has no listener line to replace`);
   const confPath = path.join(dir, `mosquitto-${port}.conf`);
   await writeFile(confPath, conf);
 
-  const child = spawn(MOSQUITTO, ['-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'] });
+  const child = spawn(MOSQUITTO, ['-c', confPath], { stdio: ['ignore', 'ignore', 'pipe'], detached: ownSession });
   let stderr = '';
   child.stderr?.setEncoding('utf8').on('data', (chunk: string) => {
     stderr = (stderr + chunk).slice(-4_000);
@@ -72,15 +72,18 @@ async function startOnce(base: string, dir: string, fixedPort?: number): Promise
   };
 }
 
-/** Starts mosquitto with the repository's tuned configuration; `port` to reuse one (a restart). */
-export async function startBroker(options: { port?: number } = {}): Promise<Broker> {
+/**
+ * Starts mosquitto with the repository's tuned configuration; `port` to reuse one (a restart);
+ * `ownSession` to run it as a separate service would (its own session, so its own scheduling group).
+ */
+export async function startBroker(options: { port?: number; ownSession?: boolean } = {}): Promise<Broker> {
   const base = await readFile(CONF, 'utf8');
   const dir = await mkdtemp(path.join(os.tmpdir(), 'otter-mosquitto-'));
   let lastError: unknown;
   // the free port may be taken between probing and binding: try a few
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      const broker = await startOnce(base, dir, options.port);
+      const broker = await startOnce(base, dir, options.port, options.ownSession);
       return {
         ...broker,
         async stop() {
