@@ -139,7 +139,10 @@ async function stopProcess(child: ChildProcess | undefined): Promise<void> {
   });
 }
 
-async function cleanup(): Promise<void> {
+let cleaning: Promise<void> | undefined;
+const cleanup = (): Promise<void> => (cleaning ??= cleanUp());
+
+async function cleanUp(): Promise<void> {
   await stopProcess(fleet);
   await stopProcess(service);
   for (const worker of workers) await stopProcess(worker);
@@ -279,6 +282,14 @@ async function main(): Promise<Record<string, number>> {
     apiEventLoopLagP99Ms: Number((gauge('nodejs_eventloop_lag_p99_seconds') * 1000).toFixed(1)),
     apiEventLoopLagMaxMs: Number((gauge('nodejs_eventloop_lag_max_seconds') * 1000).toFixed(1)),
   };
+}
+
+// the processes it started are in sessions of their own, out of reach of the terminal's Ctrl-C
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(signal, () => {
+    process.stderr.write(`bench: ${signal}, cleaning up\n`);
+    void cleanup().finally(() => process.exit(130));
+  });
 }
 
 let code = 0;
