@@ -284,9 +284,11 @@ async function main(): Promise<Record<string, number>> {
   };
 }
 
-// the processes it started are in sessions of their own, out of reach of the terminal's Ctrl-C
+// The processes it started are in sessions of their own, out of reach of the terminal's Ctrl-C.
+// The listeners stay: the same Ctrl-C reaches this process again through npm and tsx, and a signal
+// with no listener left would end it before the cleanup is done.
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.once(signal, () => {
+  process.on(signal, () => {
     process.stderr.write(`bench: ${signal}, cleaning up\n`);
     void cleanup().finally(() => process.exit(130));
   });
