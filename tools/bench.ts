@@ -26,7 +26,7 @@ const { values } = parseArgs({
     'cpu-prof': { type: 'boolean', default: false },
     single: { type: 'boolean', default: false, description: 'one ROLE=all process instead of ROLE=api + ROLE=worker' },
     workers: { type: 'string', default: '1', description: 'how many ROLE=worker processes beside the ROLE=api one' },
-    'worker-nice': { type: 'string', default: '10', description: 'CPU priority (nice) of the worker processes' },
+    'worker-nice': { type: 'string', default: '10', description: 'CPU priority (nice) of the worker processes and of their scheduling group' },
   },
   strict: true,
 });
