@@ -140,9 +140,10 @@ async function stopProcess(child: ChildProcess | undefined): Promise<void> {
 }
 
 let cleaning: Promise<void> | undefined;
-const cleanup = (): Promise<void> => (cleaning ??= cleanUp());
+/** Stops what the bench started and removes what it made, once however often it is asked. */
+const cleanup = (): Promise<void> => (cleaning ??= removeEverything());
 
-async function cleanUp(): Promise<void> {
+async function removeEverything(): Promise<void> {
   await stopProcess(fleet);
   await stopProcess(service);
   for (const worker of workers) await stopProcess(worker);
@@ -290,7 +291,7 @@ async function main(): Promise<Record<string, number>> {
 for (const signal of ['SIGINT', 'SIGTERM'] as const) {
   process.on(signal, () => {
     process.stderr.write(`bench: ${signal}, cleaning up\n`);
-    void cleanup().finally(() => process.exit(130));
+    void cleanup().finally(() => process.exit(128 + os.constants.signals[signal]));
   });
 }
 
