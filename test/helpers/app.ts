@@ -10,6 +10,7 @@ import { createLogger } from '../../service/logger.ts';
 import { startOtter, type Otter, type StartOptions } from '../../service/service.ts';
 import { createTestDatabase, uniqueName, type TestDatabase } from './database.ts';
 import { TEST_API_KEY, TEST_MQTT_URL, TEST_REDIS_URL } from './env.ts';
+import { deleteQueueKeys } from './queue-keys.ts';
 
 export interface TestApp {
   app: FastifyInstance;
@@ -57,25 +58,9 @@ export async function buildTestApp(env: Env = {}, options: StartOptions = {}): P
     auth: { authorization: `Bearer ${TEST_API_KEY}` },
     async close() {
       await otter.stop();
-      await obliterateQueue(otter);
+      await deleteQueueKeys(otter.config.redisUrl, otter.config.queuePrefix);
       await database.drop();
       await rm(storageDir, { recursive: true, force: true });
     },
   };
-}
-
-/** Removes every Redis key of the test's queue prefix. */
-async function obliterateQueue(otter: Otter): Promise<void> {
-  const { createRedis } = await import('../../workers/upgrade-queue.ts');
-  const redis = createRedis(otter.config.redisUrl);
-  try {
-    let cursor = '0';
-    do {
-      const [next, keys] = await redis.scan(cursor, 'MATCH', `${otter.config.queuePrefix}:*`, 'COUNT', 1000);
-      cursor = next;
-      if (keys.length > 0) await redis.del(...keys);
-    } while (cursor !== '0');
-  } finally {
-    redis.disconnect();
-  }
 }

@@ -6,11 +6,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import pg from 'pg';
-import { TEST_DATABASE_URL } from '../helpers/env.ts';
+import { TEST_DATABASE_URL, TEST_REDIS_URL } from '../helpers/env.ts';
+import { deleteQueueKeys } from '../helpers/queue-keys.ts';
 import { uniqueName } from '../helpers/database.ts';
 
 describe('npm run demo -- --exit', () => {
   const dbName = uniqueName('otter_demo');
+  const queuePrefix = uniqueName('otter-demo');
   let storage = '';
 
   afterAll(async () => {
@@ -19,6 +21,7 @@ describe('npm run demo -- --exit', () => {
     await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`);
     await admin.end();
     if (storage) await rm(storage, { recursive: true, force: true });
+    await deleteQueueKeys(TEST_REDIS_URL, queuePrefix);
   });
 
   it('rolls out to 1,000 devices and exits 0 with the final counts', async () => {
@@ -26,7 +29,7 @@ describe('npm run demo -- --exit', () => {
     const url = new URL(TEST_DATABASE_URL);
     url.pathname = `/${dbName}`;
     const child = spawn('npm', ['run', 'demo', '--', '--exit', '--devices', '1000', '--step-ms', '100'], {
-      env: { ...process.env, PORT: '0', DATABASE_URL: url.toString(), STORAGE_DIR: storage, QUEUE_PREFIX: uniqueName('otter-demo'), LOG_LEVEL: 'error' },
+      env: { ...process.env, PORT: '0', DATABASE_URL: url.toString(), STORAGE_DIR: storage, QUEUE_PREFIX: queuePrefix, REDIS_URL: TEST_REDIS_URL, LOG_LEVEL: 'error' },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';

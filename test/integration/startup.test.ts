@@ -11,6 +11,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
 import { uniqueName } from '../helpers/database.ts';
+import { deleteQueueKeys } from '../helpers/queue-keys.ts';
 import { TEST_DATABASE_URL, TEST_REDIS_URL } from '../helpers/env.ts';
 import { freePort } from '../../tools/ports.ts';
 
@@ -185,9 +186,12 @@ describe('start-up with every dependency up', () => {
     storageDir = await mkdtemp(path.join(os.tmpdir(), 'otter-startup-'));
   });
 
+  const queuePrefix = uniqueName('otter-startup');
+
   afterAll(async () => {
     await broker?.stop();
     if (storageDir) await rm(storageDir, { recursive: true, force: true });
+    await deleteQueueKeys(TEST_REDIS_URL, queuePrefix);
   });
 
   it('creates and migrates its database, serves the API and exits 0 on SIGTERM', async () => {
@@ -199,7 +203,7 @@ describe('start-up with every dependency up', () => {
       DATABASE_URL: databaseUrl(name),
       REDIS_URL: TEST_REDIS_URL,
       MQTT_URL: broker.url,
-      QUEUE_PREFIX: uniqueName('otter-startup'),
+      QUEUE_PREFIX: queuePrefix,
       STORAGE_DIR: storageDir,
       URL_SIGNING_SECRET: 'startup-test-secret',
       API_KEYS: 'k',
