@@ -1,15 +1,23 @@
 // Typed errors: every failure the API or a worker reports carries a stable machine `code`
 // (CONTRACT §4) and, where it reaches HTTP, the status to answer with.
 
+/** One problem of a refused request: a JSON Pointer into what was sent, and what is wrong there. */
+export interface ErrorDetail {
+  path: string;
+  message: string;
+}
+
 export class OtterError extends Error {
   readonly code: string;
   readonly statusCode: number;
+  readonly details?: ErrorDetail[];
 
-  constructor(code: string, message: string, statusCode = 400) {
+  constructor(code: string, message: string, statusCode = 400, details?: ErrorDetail[]) {
     super(message);
     this.name = 'OtterError';
     this.code = code;
     this.statusCode = statusCode;
+    if (details) this.details = details;
   }
 }
 
@@ -26,8 +34,8 @@ export function unprocessable(code: string, message: string): OtterError {
   return new OtterError(code, message, 422);
 }
 
-export function validationError(message: string): OtterError {
-  return new OtterError('validation_error', message, 400);
+export function validationError(message: string, details?: ErrorDetail[]): OtterError {
+  return new OtterError('validation_error', message, 400, details);
 }
 
 export function unauthorized(message = 'a valid API key is required'): OtterError {

@@ -1,9 +1,11 @@
-// One error shape for the whole API: { statusCode, code, error, message } (CONTRACT §4).
+// One error shape for the whole API: { statusCode, code, error, message, details? }, where
+// `details` names what a refused request got wrong (JSON Pointers into the part it was in).
 // 4xx messages pass through; a 5xx becomes a generic message and a log line with the request.
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
 import { STATUS_CODES } from 'node:http';
-import { OtterError } from '../../core/errors.ts';
+import { OtterError, type ErrorDetail } from '../../core/errors.ts';
+import { validationDetails } from './validation.ts';
 
 const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
@@ -21,17 +23,31 @@ export interface ErrorBody {
   code: string;
   error: string;
   message: string;
+  details?: ErrorDetail[];
 }
 
-export function errorBody(statusCode: number, code: string, message: string): ErrorBody {
-  return { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message };
+interface Described {
+  statusCode: number;
+  code: string;
+  message: string;
+  details?: ErrorDetail[];
 }
 
-function describe(error: FastifyError | OtterError): { statusCode: number; code: string; message: string } {
-  if (error instanceof OtterError) return { statusCode: error.statusCode, code: error.code, message: error.message };
+export function errorBody(statusCode: number, code: string, message: string, details?: ErrorDetail[]): ErrorBody {
+  const body: ErrorBody = { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message };
+  if (details && details.length > 0) body.details = details;
+  return body;
+}
+
+function describe(error: FastifyError | OtterError): Described {
+  if (error instanceof OtterError) return { statusCode: error.statusCode, code: error.code, message: error.message, details: error.details };
   const fastifyError = error as FastifyError;
   if (fastifyError.validation) {
-    return { statusCode: 400, code: 'validation_error', message: fastifyError.message };
+    const part = fastifyError.validationContext ?? 'request';
+    const details = validationDetails(fastifyError.validation);
+    const first = details[0];
+    const message = first ? `${part}${first.path === '/' ? '' : first.path}: ${first.message}` : fastifyError.message;
+    return { statusCode: 400, code: 'validation_error', message, details };
   }
   const statusCode = fastifyError.statusCode ?? 500;
   if (statusCode === 401) return { statusCode, code: 'unauthorized', message: 'a valid API key is required' };
@@ -62,7 +78,7 @@ export default fp(async function errorHandler(app: FastifyInstance) {
     if (described.statusCode === 401 && !reply.hasHeader('www-authenticate')) {
       reply.header('www-authenticate', 'Basic realm="otter", charset="UTF-8"');
     }
-    return reply.code(described.statusCode).send(errorBody(described.statusCode, described.code, described.message));
+    return reply.code(described.statusCode).send(errorBody(described.statusCode, described.code, described.message, described.details));
   });
   app.setNotFoundHandler((request, reply) => {
     reply.code(404).send(errorBody(404, 'not_found', `route ${request.method} ${request.url.split('?')[0]} not found`));

@@ -43,6 +43,10 @@ export const ErrorReply = Type.Object({
   code: Type.String({ description: 'stable machine code, e.g. validation_error, not_found, conflict' }),
   error: Type.String(),
   message: Type.String(),
+  details: Type.Optional(Type.Array(Type.Object({
+    path: Type.String({ description: 'JSON Pointer into the part of the request that was refused, e.g. /rollout/maxPerMinut' }),
+    message: Type.String({ description: 'what is wrong there, e.g. unknown property' }),
+  }), { description: 'what a refused request got wrong (validation_error)' })),
 }, { $id: 'Error' });
 
 export function paging(query: { page?: number; pageSize?: number }): { page: number; pageSize: number; offset: number } {

@@ -5,6 +5,7 @@ import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { STATUS_CODES } from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
+import { expectErrorKeys } from '../helpers/error-shape.ts';
 
 const UUID = '0b6c2f6e-3f4a-4c1e-9d51-7a2e5c8b9f10';
 const BODY_LIMIT = 2048;
@@ -47,8 +48,8 @@ function expectErrorShape(response: LightMyRequestResponse, statusCode: number, 
   expect(response.statusCode, `${label}: ${response.body}`).toBe(statusCode);
   expect(String(response.headers['content-type']), label).toMatch(/^application\/json/);
   const body = response.json() as Record<string, unknown>;
-  expect(Object.keys(body).sort(), label).toEqual(['code', 'error', 'message', 'statusCode']);
-  expect(body, label).toEqual({ statusCode, code, error: STATUS_CODES[statusCode], message: expect.any(String) });
+  expectErrorKeys(body, label);
+  expect(body, label).toMatchObject({ statusCode, code, error: STATUS_CODES[statusCode], message: expect.any(String) });
   expect((body.message as string).length, label).toBeGreaterThan(0);
   expect(response.body, label).not.toMatch(/\bat .+:\d+:\d+|node_modules|"stack"/);
 }

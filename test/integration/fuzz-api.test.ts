@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { TEST_API_KEY } from '../helpers/env.ts';
 import { createFirmware, createTask, registerDevices } from '../helpers/rollout.ts';
+import { expectErrorKeys } from '../helpers/error-shape.ts';
 
 type Method = 'GET' | 'POST' | 'PUT' | 'PATCH' | 'DELETE' | 'HEAD';
 
@@ -60,7 +61,7 @@ const CONTRACT_FIELDS = [
   'maxAttempts', 'backoffSeconds', 'on', 'maxPerMinute', 'maxInFlight', 'failureRate', 'minFinished',
   '__proto__', 'constructor', 'prototype',
 ];
-const QUERY_FIELDS = ['page', 'pageSize', 'productId', 'q', 'state', 'firmwareId', 'deviceId', 'firmwareVersion', 'signMethod', 'expires', 'signature'];
+const QUERY_FIELDS = ['page', 'pageSize', 'productId', 'q', 'state', 'firmwareId', 'deviceId', 'firmwareVersion', 'signMethod', 'device', 'expires', 'signature'];
 
 const NASTY_STRINGS = [
   '../../etc/passwd', '..%2F..%2Fetc%2Fpasswd', '%2e%2e%2f%2e%2e%2fetc%2fpasswd', '....//....//etc/passwd', '..\\..\\windows\\win.ini',
@@ -165,7 +166,7 @@ const queryString = fc.oneof(
     weight: 1,
     arbitrary: fc.constantFrom(
       '%', '&&&', '=', '==', 'page=1&page=2', 'page=', 'page=0', 'page=-1', 'page=1e3', 'page=1.5', 'pageSize=501', 'pageSize=100000000000000000000',
-      'state=waiting&state=failed', 'q=%00', 'q=%', 'productId=../../etc/passwd', 'expires=1&signature=00', 'signMethod=md4',
+      'state=waiting&state=failed', 'q=%00', 'q=%', 'productId=../../etc/passwd', 'expires=1&signature=00', 'device=d&expires=1&signature=00', 'signMethod=md4',
       `expires=${'9'.repeat(40)}&signature=${'a'.repeat(300)}`,
     ),
   },
@@ -422,7 +423,7 @@ function checkAnswer(request: FuzzRequest, response: LightMyRequestResponse): vo
   if (response.statusCode < 400 || request.method === 'HEAD' || designed5xx) return;
   expect(String(response.headers['content-type']), label).toMatch(/^application\/json/);
   const answer = response.json() as Record<string, unknown>;
-  expect(Object.keys(answer).sort(), label).toEqual(['code', 'error', 'message', 'statusCode']);
+  expectErrorKeys(answer, label);
   expect(answer.statusCode, label).toBe(response.statusCode);
   expect(answer.code, label).toMatch(/^[a-z_]+$/);
   expect(typeof answer.error, label).toBe('string');

@@ -13,6 +13,7 @@ import { IdempotencyHeaders } from '../../api/schemas/common.ts';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { createTestDatabase, type TestDatabase } from '../helpers/database.ts';
 import { createFirmware, registerDevices } from '../helpers/rollout.ts';
+import { expectErrorKeys } from '../helpers/error-shape.ts';
 
 const K1 = { authorization: 'Bearer k1' };
 const K2 = { authorization: 'Bearer k2' };
@@ -64,7 +65,9 @@ function expectReplayOf(replay: LightMyRequestResponse, first: LightMyRequestRes
 
 function expectError(response: LightMyRequestResponse, statusCode: number, code: string): void {
   expect(response.statusCode, response.body).toBe(statusCode);
-  expect(response.json()).toEqual({ statusCode, code, error: expect.any(String), message: expect.any(String) });
+  const body = response.json() as Record<string, unknown>;
+  expectErrorKeys(body);
+  expect(body).toMatchObject({ statusCode, code, error: expect.any(String), message: expect.any(String) });
 }
 
 describe('POST /api/tasks with Idempotency-Key', () => {
@@ -316,7 +319,7 @@ describe('the idempotency plugin', () => {
     app.post('/act', {
       onRequest: app.authenticate,
       config: { idempotent: true },
-      schema: { headers: IdempotencyHeaders, body: { type: 'object' } },
+      schema: { headers: IdempotencyHeaders, body: { type: 'object', additionalProperties: true } },
     }, async () => {
       calls += 1;
       const n = calls;

@@ -5,6 +5,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { createFirmware, createTask } from '../helpers/rollout.ts';
+import { expectErrorKeys } from '../helpers/error-shape.ts';
 
 let t: TestApp;
 let firmwareId: string;
@@ -23,7 +24,7 @@ afterAll(async () => {
 function expectError(response: LightMyRequestResponse, statusCode: number, code: string, message?: RegExp): void {
   expect(response.statusCode, response.body).toBe(statusCode);
   const body = response.json() as Record<string, unknown>;
-  expect(Object.keys(body).sort()).toEqual(['code', 'error', 'message', 'statusCode']);
+  expectErrorKeys(body);
   expect(body).toMatchObject({ statusCode, code });
   if (message) expect(body.message).toMatch(message);
 }
