@@ -25,6 +25,7 @@ import healthRoutes from './routes/health.ts';
 import firmwareRoutes from './routes/firmware.ts';
 import firmwareFileRoutes from './routes/firmware-files.ts';
 import deviceRoutes from './routes/devices.ts';
+import deviceCredentialRoutes from './routes/device-credentials.ts';
 import taskRoutes from './routes/tasks.ts';
 import recordRoutes from './routes/records.ts';
 import deviceMessageRoutes from './routes/device-messages.ts';
@@ -161,6 +162,8 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
       reply.code(404).send(errorBody(404, 'not_found', `route ${request.method} ${request.url.split('?')[0]} not found`));
     });
     await api.register(firmwareRoutes);
+    // first: it gives the device routes app.deviceCredentials (deleting a device revokes its certificates)
+    await api.register(deviceCredentialRoutes);
     await api.register(deviceRoutes);
     await api.register(taskRoutes);
     await api.register(recordRoutes);

@@ -14,6 +14,15 @@ export interface Config {
   mqttUrl: string;
   mqttUsername?: string;
   mqttPassword?: string;
+  /** TLS to the broker (mqtts://): the CA that signed the broker's certificate, and Otter's own client certificate. */
+  mqttCaFile?: string;
+  mqttCertFile?: string;
+  mqttKeyFile?: string;
+  /** Otter as the devices' CA: its certificate and key (PEM), and the CRL file the broker reads. */
+  deviceCaCertFile?: string;
+  deviceCaKeyFile?: string;
+  deviceCrlFile?: string;
+  deviceCertDays: number;
   connector: string;
   httpConnectorUrl?: string;
   httpConnectorSecret?: string;
@@ -36,6 +45,17 @@ export interface Config {
   /** Failed authentication attempts allowed per client address and window before 429 (0: no limit). */
   authFailureLimit: number;
   authFailureWindowSeconds: number;
+  /** An MQTT report from an unknown device registers it (otherwise devices are registered over REST only). */
+  deviceSelfRegistration: boolean;
+  /** Messages per second one device may send (0: no limit), and how many at once after a quiet spell. */
+  deviceMessageRate: number;
+  deviceMessageBurst: number;
+  /** Largest device message payload (MQTT) taken in; a larger one is dropped unread and refused too_large. */
+  deviceMessageMaxBytes: number;
+  /** Received, not yet applied device messages held per process before intake stops (back-pressure). */
+  deviceMessageBacklog: number;
+  /** The MQTT shared-subscription group ($share/<group>/…); one per deployment. */
+  mqttShareGroup: string;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -56,6 +76,14 @@ function integer(env: Env, name: string, fallback: number, min: number, max: num
     throw new ConfigError(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
   }
   return value;
+}
+
+function boolean(env: Env, name: string, fallback: boolean): boolean {
+  const raw = env[name];
+  if (raw === undefined || raw === '') return fallback;
+  if (raw === 'true' || raw === '1') return true;
+  if (raw === 'false' || raw === '0') return false;
+  throw new ConfigError(`${name} must be true or false, got "${raw}"`);
 }
 
 function url(env: Env, name: string, fallback: string, protocols: string[]): string {
@@ -81,6 +109,46 @@ export function redactUrl(raw: string): string {
   } catch {
     return raw.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
   }
+}
+
+/**
+ * MQTT_USERNAME (with MQTT_PASSWORD) takes the place of credentials written into MQTT_URL: the MQTT
+ * client would otherwise let the URL's win over the variables.
+ */
+function withoutUrlCredentials(raw: string, explicitCredentials: boolean): string {
+  if (!explicitCredentials) return raw;
+  const parsed = new URL(raw);
+  if (!parsed.username && !parsed.password) return raw;
+  parsed.username = '';
+  parsed.password = '';
+  return parsed.toString();
+}
+
+/** MQTT_CA_FILE, MQTT_CERT_FILE, MQTT_KEY_FILE: only over TLS, and a certificate only with its key. */
+function brokerTlsFiles(env: Env): Pick<Config, 'mqttCaFile' | 'mqttCertFile' | 'mqttKeyFile'> {
+  const files = { mqttCaFile: env.MQTT_CA_FILE || undefined, mqttCertFile: env.MQTT_CERT_FILE || undefined, mqttKeyFile: env.MQTT_KEY_FILE || undefined };
+  if (!files.mqttCaFile && !files.mqttCertFile && !files.mqttKeyFile) return files;
+  // a CA or client certificate over a plain connection would protect nothing: say so instead
+  const protocol = (env.MQTT_URL || '').split(':')[0];
+  if (!['mqtts', 'ssl', 'wss'].includes(protocol ?? '')) {
+    throw new ConfigError('MQTT_CA_FILE, MQTT_CERT_FILE and MQTT_KEY_FILE need a TLS MQTT_URL (mqtts://, ssl:// or wss://)');
+  }
+  if (!files.mqttCertFile !== !files.mqttKeyFile) throw new ConfigError('MQTT_CERT_FILE and MQTT_KEY_FILE go together');
+  return files;
+}
+
+/** DEVICE_CA_CERT_FILE, DEVICE_CA_KEY_FILE and DEVICE_CRL_FILE go together: a CA that cannot revoke is not offered. */
+function deviceCaFiles(env: Env): Pick<Config, 'deviceCaCertFile' | 'deviceCaKeyFile' | 'deviceCrlFile'> {
+  const files = {
+    deviceCaCertFile: env.DEVICE_CA_CERT_FILE || undefined,
+    deviceCaKeyFile: env.DEVICE_CA_KEY_FILE || undefined,
+    deviceCrlFile: env.DEVICE_CRL_FILE || undefined,
+  };
+  const given = Object.values(files).filter(Boolean).length;
+  if (given !== 0 && given !== 3) {
+    throw new ConfigError('DEVICE_CA_CERT_FILE, DEVICE_CA_KEY_FILE and DEVICE_CRL_FILE must be set together');
+  }
+  return files;
 }
 
 export function loadConfig(env: Env = process.env): Config {
@@ -110,6 +178,11 @@ export function loadConfig(env: Env = process.env): Config {
   const queuePrefix = env.QUEUE_PREFIX || 'otter';
   if (/\s/.test(queuePrefix)) throw new ConfigError('QUEUE_PREFIX must not contain white space');
 
+  const mqttShareGroup = env.MQTT_SHARE_GROUP || queuePrefix;
+  if (/[/+#\s]/.test(mqttShareGroup)) {
+    throw new ConfigError(`MQTT_SHARE_GROUP (default: QUEUE_PREFIX) must not contain /, +, # or white space, got "${mqttShareGroup}"`);
+  }
+
   const urlSigningSecretGenerated = !env.URL_SIGNING_SECRET;
   return {
     role,
@@ -117,9 +190,12 @@ export function loadConfig(env: Env = process.env): Config {
     host: env.HOST || '0.0.0.0',
     databaseUrl: url(env, 'DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/otter', ['postgres:', 'postgresql:']),
     redisUrl: url(env, 'REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
-    mqttUrl: url(env, 'MQTT_URL', 'mqtt://127.0.0.1:1883', ['mqtt:', 'mqtts:', 'tcp:', 'ssl:', 'ws:', 'wss:']),
+    mqttUrl: withoutUrlCredentials(url(env, 'MQTT_URL', 'mqtt://127.0.0.1:1883', ['mqtt:', 'mqtts:', 'tcp:', 'ssl:', 'ws:', 'wss:']), Boolean(env.MQTT_USERNAME)),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,
+    ...brokerTlsFiles(env),
+    ...deviceCaFiles(env),
+    deviceCertDays: integer(env, 'DEVICE_CERT_DAYS', 825, 1, 7300),
     connector,
     httpConnectorUrl,
     httpConnectorSecret: env.HTTP_CONNECTOR_SECRET || undefined,
@@ -138,5 +214,11 @@ export function loadConfig(env: Env = process.env): Config {
     reconcileIntervalMs: integer(env, 'RECONCILE_INTERVAL_SECONDS', 30, 1, 86_400) * 1000,
     authFailureLimit: integer(env, 'AUTH_FAILURE_LIMIT', 20, 0, 1_000_000_000),
     authFailureWindowSeconds: integer(env, 'AUTH_FAILURE_WINDOW_SECONDS', 60, 1, 86_400),
+    deviceMessageMaxBytes: integer(env, 'DEVICE_MESSAGE_MAX_BYTES', 65_536, 1_024, 16 * 1024 * 1024),
+    deviceMessageBacklog: integer(env, 'DEVICE_MESSAGE_BACKLOG', 20_000, 10, 1_000_000),
+    mqttShareGroup,
+    deviceSelfRegistration: boolean(env, 'DEVICE_SELF_REGISTRATION', false),
+    deviceMessageRate: integer(env, 'DEVICE_MESSAGE_RATE', 20, 0, 1_000_000),
+    deviceMessageBurst: integer(env, 'DEVICE_MESSAGE_BURST', 2 * integer(env, 'DEVICE_MESSAGE_RATE', 20, 0, 1_000_000), 1, 2_000_000),
   };
 }

@@ -10,6 +10,8 @@ export type EventType =
   | 'sent'
   | 'acknowledged'
   | 'pulled'
+  /** the device's first download of the attempt's file (written by the download route, not by this machine) */
+  | 'downloaded'
   | 'progress'
   | 'success'
   | 'failed'
@@ -50,7 +52,8 @@ export interface RecordSnapshot {
 }
 
 export type RecordInput =
-  | { type: 'send'; now: number; messageId: string }
+  /** `pulled`: the device asked for it (a pull reply carries the upgrade), whatever the task's mode. */
+  | { type: 'send'; now: number; messageId: string; pulled?: boolean }
   | { type: 'ack'; now: number; messageId: string }
   | { type: 'reject'; now: number; messageId: string; message: string | undefined }
   | {
@@ -213,7 +216,7 @@ export function transition(record: RecordSnapshot, input: RecordInput, policy: U
           responseDeadlineAt: policy.responseTimeoutSeconds ? now + policy.responseTimeoutSeconds * 1000 : null,
           retryAt: null,
         },
-        events: [{ type: policy.mode === 'pull' ? 'pulled' : 'sent', attempt: attempts }],
+        events: [{ type: input.pulled || policy.mode === 'pull' ? 'pulled' : 'sent', attempt: attempts }],
         wakeJob: false,
       };
     }

@@ -52,6 +52,8 @@ export interface DeviceTable {
   firmware_properties: Json<Record<string, unknown>> | null;
   firmware_reported_at: Timestamp | null;
   report_timestamp: number | null;
+  /** The gateway this device talks through (a child device), or null. */
+  gateway_id: Generated<string | null>;
   created_at: CreatedAt;
   updated_at: Timestamp;
 }
@@ -107,6 +109,8 @@ export interface UpgradeRecordTable {
   completed_at: Timestamp | null;
   updated_at: Timestamp;
   revision: Generated<number>;
+  /** Every `ignored` event of the record; its timeline keeps only the first 20. */
+  ignored_events: Generated<number>;
 }
 
 export interface RecordEventTable {
@@ -135,6 +139,17 @@ export interface IdempotencyKeyTable {
   expires_at: Timestamp;
 }
 
+export type DeviceCertificateOrigin = 'generated' | 'csr';
+
+export interface DeviceCertificateTable {
+  serial: string;
+  device_id: string;
+  origin: DeviceCertificateOrigin;
+  issued_at: CreatedAt;
+  not_after: Timestamp;
+  revoked_at: Timestamp | null;
+}
+
 export interface Database {
   firmware: FirmwareTable;
   devices: DeviceTable;
@@ -142,6 +157,7 @@ export interface Database {
   upgrade_records: UpgradeRecordTable;
   record_events: RecordEventTable;
   idempotency_keys: IdempotencyKeyTable;
+  device_certificates: DeviceCertificateTable;
 }
 
 export type FirmwareRow = Selectable<FirmwareTable>;

@@ -8,6 +8,7 @@
 //    it to the device only then.
 //  - `send(message)`: deliver one platform → device message; resolve when the transport accepted
 //    it, reject (any error) when it could not be delivered — that attempt becomes a `send_error`.
+//    `message.via` names the gateway of a child device (deliver through it), null for a direct one.
 //  - `stop()`: stop receiving and close connections.
 //  - `ready()` (optional): reject when the transport is not usable, for /health/ready.
 import type { Logger } from 'pino';

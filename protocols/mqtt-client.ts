@@ -2,8 +2,10 @@
 // write. mqtt.js writes every packet on its own (each PUBACK, each PUBLISH), and on a busy
 // connection a syscall per packet — plus the broker waking up for each — cost more CPU than
 // handling the messages. Holding the socket corked until setImmediate adds at most one loop turn.
+// Optionally, what comes in passes a size filter first (mqtt-size-limit.ts).
 import type { Duplex } from 'node:stream';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { limitIncoming } from './mqtt-size-limit.ts';
 
 /** Corks `stream` on its first write in a loop turn and uncorks it once that turn's I/O is done. */
 export function coalesceWrites<S extends Duplex>(stream: S): S {
@@ -26,13 +28,25 @@ export function coalesceWrites<S extends Duplex>(stream: S): S {
 
 type StreamBuilder = (client: MqttClient) => Duplex;
 
-/** Like mqtt.connectAsync, with every connection (reconnects included) writing coalesced. */
-export async function connectCoalesced(url: string, options: IClientOptions): Promise<MqttClient> {
+export interface IncomingLimits {
+  /** A PUBLISH with a larger payload is replaced before mqtt.js reads it (see mqtt-size-limit.ts). */
+  maxPayloadBytes: number;
+}
+
+/**
+ * Like mqtt.connectAsync, with every connection (reconnects included) writing coalesced and, with
+ * `limits`, reading through the size filter.
+ */
+export async function connectCoalesced(url: string, options: IClientOptions, limits?: IncomingLimits): Promise<MqttClient> {
   const client = mqtt.connect(url, { ...options, manualConnect: true });
   // the builder is how mqtt.js opens each new connection; it is not part of its typed API
   const internal = client as unknown as { streamBuilder: StreamBuilder };
   const build = internal.streamBuilder;
-  internal.streamBuilder = (c) => coalesceWrites(build(c));
+  const protocolVersion = options.protocolVersion ?? 4;
+  internal.streamBuilder = (c) => {
+    const stream = coalesceWrites(build(c));
+    return limits ? limitIncoming(stream, { maxPayloadBytes: limits.maxPayloadBytes, protocolVersion }) : stream;
+  };
   return new Promise<MqttClient>((resolve, reject) => {
     const onError = (error: Error) => {
       client.removeListener('connect', onConnect);

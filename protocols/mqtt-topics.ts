@@ -1,5 +1,7 @@
-// JetLinks' official MQTT topics for firmware messages (CONTRACT §5), both ways.
-import type { InboundMessageType, OutboundMessageType } from '../core/messages.ts';
+// JetLinks' official MQTT topics for firmware messages, both ways: a device's own
+// (`/{productId}/{deviceId}/firmware/…`) and a child device's through its gateway
+// (`/{gatewayProductId}/{gatewayId}/child/{childId}/firmware/…`, replies also on `child-reply`).
+import type { GatewayRoute, InboundMessageType, OutboundMessageType } from '../core/messages.ts';
 
 const INBOUND_SUFFIXES: Record<string, InboundMessageType> = {
   'firmware/upgrade/reply': 'UPGRADE_FIRMWARE_REPLY',
@@ -15,42 +17,66 @@ const OUTBOUND_SUFFIXES: Record<OutboundMessageType, string> = {
   READ_FIRMWARE: 'firmware/read',
 };
 
+/** The levels between a gateway's ids and its child's id: messages relayed for the child, and its replies. */
+const CHILD_LEVELS = ['child', 'child-reply'] as const;
+
 /**
  * Topic filters the platform subscribes to, as shared subscriptions of `group`: the two one-level
  * inbound topics by name, and every firmware topic two or more levels deep — so a message on an
- * unknown deeper topic (`…/firmware/upgrade/status`) is refused and counted (CONTRACT §5), while the
+ * unknown deeper topic (`…/firmware/upgrade/status`) is refused and counted, while the
  * platform's own pushes (`…/firmware/upgrade`, `…/firmware/read`) do not come back to it: shared
  * subscriptions cannot use MQTT's No Local option. Only `…/firmware/pull/reply` still returns,
- * and isOutboundTopic drops it.
+ * and isOutboundTopic drops it. The same three filters again under each gateway's `child/{childId}`
+ * and `child-reply/{childId}`; no two filters match one topic, so nothing arrives twice.
  */
 export function inboundSubscriptions(group: string): string[] {
-  return [`$share/${group}//+/+/firmware/report`, `$share/${group}//+/+/firmware/pull`, `$share/${group}//+/+/firmware/+/+/#`];
+  const filters = (prefix: string) => [`${prefix}/firmware/report`, `${prefix}/firmware/pull`, `${prefix}/firmware/+/+/#`];
+  return [
+    ...filters('/+/+'),
+    ...CHILD_LEVELS.flatMap((level) => filters(`/+/+/${level}/+`)),
+  ].map((filter) => `$share/${group}/${filter}`);
 }
 
 /** A platform → device topic: the platform's own message, received back through its subscription. */
 export function isOutboundTopic(topic: string): boolean {
   const parts = topic.split('/');
   if (parts.length < 5 || parts[0] !== '') return false;
-  const suffix = parts.slice(3).join('/');
+  // a child's topic: what the platform sends goes under `child`, never under `child-reply`
+  const suffix = parts[3] === 'child' && parts.length >= 7 ? parts.slice(5).join('/') : parts.slice(3).join('/');
   return Object.values(OUTBOUND_SUFFIXES).includes(suffix);
 }
 
-export function outboundTopic(messageType: OutboundMessageType, productId: string, deviceId: string): string {
+/** The topic of a message to a device, or to a child device `via` its gateway. */
+export function outboundTopic(messageType: OutboundMessageType, productId: string, deviceId: string, via?: GatewayRoute | null): string {
+  if (via) return `/${via.gatewayProductId}/${via.gatewayId}/child/${deviceId}/${OUTBOUND_SUFFIXES[messageType]}`;
   return `/${productId}/${deviceId}/${OUTBOUND_SUFFIXES[messageType]}`;
 }
 
 export interface ParsedTopic {
-  productId: string;
+  /** The device's product; absent for a child's message (the topic names only its gateway's). */
+  productId?: string;
   deviceId: string;
   messageType: InboundMessageType;
+  /** Set for a child's message: the gateway it came through. */
+  gateway?: GatewayRoute;
 }
 
-/** `/{productId}/{deviceId}/firmware/...` → its parts, or undefined for any other topic. */
+/**
+ * `/{productId}/{deviceId}/firmware/...` or `/{gatewayProductId}/{gatewayId}/child[-reply]/{childId}/firmware/...`
+ * → its parts, or undefined for any other topic.
+ */
 export function parseInboundTopic(topic: string): ParsedTopic | undefined {
   const parts = topic.split('/');
   if (parts.length < 5 || parts[0] !== '') return undefined;
   const [, productId, deviceId, ...rest] = parts;
+  if (!productId || !deviceId) return undefined;
+  if ((CHILD_LEVELS as readonly string[]).includes(rest[0]!) && rest[2] === 'firmware') {
+    const childId = rest[1];
+    const messageType = INBOUND_SUFFIXES[rest.slice(2).join('/')];
+    if (!childId || !messageType) return undefined;
+    return { deviceId: childId, messageType, gateway: { gatewayId: deviceId, gatewayProductId: productId } };
+  }
   const messageType = INBOUND_SUFFIXES[rest.join('/')];
-  if (!productId || !deviceId || !messageType) return undefined;
+  if (!messageType) return undefined;
   return { productId, deviceId, messageType };
 }

@@ -8,7 +8,7 @@ import { redactUrl } from '../core/config.ts';
 export const START_HINTS = {
   postgres: 'start it with `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` or `docker compose up -d postgres`',
   redis: 'start it with `redis-server --daemonize yes --port 6379` or `docker compose up -d redis`',
-  mqtt: 'start it with `mosquitto -d -c mosquitto.conf` or `docker compose up -d mosquitto`',
+  mqtt: 'start it with `docker compose up -d mosquitto` (the closed broker of mosquitto.conf), or `mosquitto -d` for a local development broker',
 } as const;
 
 function reason(error: unknown): string {

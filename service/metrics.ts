@@ -48,6 +48,26 @@ export class Metrics {
     }
   }
 
+  /** The device-message backlog of this process (received, not yet applied), read at scrape time. */
+  observeDeviceMessageBacklog(current: () => number, peak: () => number): void {
+    new Gauge({
+      name: 'otter_device_message_backlog',
+      help: 'Device messages received and not yet applied or refused (capped by DEVICE_MESSAGE_BACKLOG)',
+      registers: [this.registry],
+      collect() {
+        this.set(current());
+      },
+    });
+    new Gauge({
+      name: 'otter_device_message_backlog_peak',
+      help: 'The highest device-message backlog since the process started',
+      registers: [this.registry],
+      collect() {
+        this.set(peak());
+      },
+    });
+  }
+
   constructor(options: { defaultMetrics?: boolean } = {}) {
     if (options.defaultMetrics !== false) collectDefaultMetrics({ register: this.registry });
   }

@@ -14,6 +14,7 @@ import { loadConnector } from '../protocols/load-connector.ts';
 import { RedisDispatchSignal } from '../workers/dispatch-signal.ts';
 import { FirmwareOffers } from '../workers/firmware-offers.ts';
 import { DeviceMessageService } from '../workers/device-messages.ts';
+import { GatewayDirectory, routeThroughGateways } from '../workers/gateway-routes.ts';
 import { JobWaker } from '../workers/job-waker.ts';
 import { PullRequests } from '../workers/pull-requests.ts';
 import { ReadReplyPublisher, ReadReplyWaiters } from '../workers/read-replies.ts';
@@ -64,7 +65,8 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics });
   registerStateGauges(metrics, db, queue);
   const runsWorkers = config.role !== 'api';
-  const connector = await loadConnector({ config, logger, receive: runsWorkers });
+  // child devices are reached through their gateways, whatever the connector
+  const connector = routeThroughGateways(await loadConnector({ config, logger, receive: runsWorkers }), new GatewayDirectory(db));
 
   const readiness = new Readiness();
   readiness.add('postgres', () => pool.query('SELECT 1'));
@@ -88,6 +90,8 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
     metrics,
     logger,
     connector,
+    selfRegistration: config.deviceSelfRegistration,
+    rateLimit: { ratePerSecond: config.deviceMessageRate, burst: config.deviceMessageBurst },
     handlers: {
       requestFirmware: (message) => pulls.answer(message),
       readReply: (message) =>

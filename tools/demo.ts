@@ -1,16 +1,17 @@
 // `npm run demo`: the main job on one machine. Starts a broker tuned for fleet traffic (when
-// mosquitto is installed), migrates and starts Otter, registers and simulates a fleet, uploads a
+// mosquitto is installed), migrates and starts Otter, registers and simulates a fleet (a tenth of it
+// behind `--gateways` gateways, 2 by default, the rest direct), uploads a
 // firmware file, creates a task, releases and pushes it, and shows the rollout live until Ctrl-C
 // (`--exit`: until the rollout is done).
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
-import { loadConfig } from '../core/config.ts';
+import { loadConfig, redactUrl } from '../core/config.ts';
 import { DependencyError } from '../core/errors.ts';
 import { startOtter, type Otter } from '../service/service.ts';
 import { createLogger } from '../service/logger.ts';
 import { startBroker, type Broker } from './broker.ts';
-import { Fleet, fleetDeviceIds } from './fleet.ts';
+import { Fleet, defaultGatewayProduct, fleetDeviceIds, spreadOverGateways } from './fleet.ts';
 import { verifyDownload } from './download.ts';
 import { OtterClient } from './otter-client.ts';
 
@@ -20,6 +21,7 @@ const { values } = parseArgs({
     'fail-rate': { type: 'string', default: '0.02' },
     'silent-rate': { type: 'string', default: '0.01' },
     'step-ms': { type: 'string', default: '400' },
+    gateways: { type: 'string', default: '2' },
     exit: { type: 'boolean', default: false },
   },
   strict: true,
@@ -27,6 +29,10 @@ const { values } = parseArgs({
 
 const out = (line: string) => process.stdout.write(`${line}\n`);
 const count = Number(values.devices);
+if (!Number.isInteger(Number(values.gateways)) || Number(values.gateways) < 0) {
+  process.stderr.write('demo: --gateways must be an integer from 0 up\n');
+  process.exit(2);
+}
 const productId = `demo-${Date.now().toString(36)}`;
 
 let broker: Broker | undefined;
@@ -47,13 +53,17 @@ process.once('SIGTERM', () => void shutdown(0));
 
 try {
   broker = await startBroker().catch(() => undefined);
+  // the fleet signs in as the broker's simulator account (in the URL), Otter with its own account
   const mqttUrl = broker?.url ?? process.env.MQTT_URL ?? 'mqtt://127.0.0.1:1883';
-  out(broker ? `broker: private mosquitto with ./mosquitto.conf at ${mqttUrl}` : `broker: ${mqttUrl} (mosquitto not found to start a tuned one)`);
+  out(broker ? `broker: private mosquitto with ./mosquitto.conf at ${broker.plainUrl} (platform accounts), ${broker.devices.url} (devices, TLS client certificates)` : `broker: ${redactUrl(mqttUrl)} (mosquitto not found to start a tuned one)`);
+  if (broker) out(`device CA: a throwaway one (${broker.deviceCaEnv.DEVICE_CA_CERT_FILE}); POST /api/devices/credentials issues device certificates`);
 
   const config = loadConfig({
     ...process.env,
     ROLE: 'all',
     MQTT_URL: mqttUrl,
+    ...broker?.serviceEnv,
+    ...broker?.deviceCaEnv,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
     API_KEYS: process.env.API_KEYS ?? `demo-${randomBytes(12).toString('base64url')}`,
   });
@@ -66,10 +76,21 @@ try {
 
   const deviceIds = fleetDeviceIds(productId, count);
   await client.registerDevices(productId, deviceIds, '1.0.0');
+  // a tenth of the fleet sits behind the gateways (JetLinks' child topics), the rest connects directly
+  const gatewayCount = Math.min(Number(values.gateways), Math.floor(count / 10));
+  const gatewayProductId = defaultGatewayProduct(productId);
+  const gatewayIds = fleetDeviceIds(`${productId}-gw`, Math.max(0, gatewayCount));
+  const children = spreadOverGateways(gatewayIds.length > 0 ? deviceIds.slice(0, Math.floor(count / 10)) : [], gatewayIds);
+  if (children.size > 0) {
+    await client.request('PUT', '/api/devices', { devices: gatewayIds.map((id) => ({ id, productId: gatewayProductId })) });
+    const entries = [...children].map(([id, gatewayId]) => ({ id, productId, gatewayId }));
+    for (let i = 0; i < entries.length; i += 10_000) await client.request('PUT', '/api/devices', { devices: entries.slice(i, i + 10_000) });
+  }
   fleet = new Fleet({
     mqttUrl,
     productId,
     deviceIds,
+    ...(children.size > 0 ? { gateways: { productId: gatewayProductId, children } } : {}),
     failRate: Number(values['fail-rate']),
     silentRate: Number(values['silent-rate']),
     progressSteps: 3,
@@ -80,6 +101,7 @@ try {
   });
   await fleet.start();
   out(`fleet: ${count} simulated devices of product ${productId}`);
+  if (children.size > 0) out(`gateways: ${children.size} of them behind ${gatewayIds.length} gateways of product ${gatewayProductId} (${gatewayIds.join(', ')}), pushed and heard on the gateways' child topics; the rest direct`);
 
   const firmware = await client.createFirmware({ productId, name: 'Demo firmware', version: '2.0.0', versionOrder: 2, properties: { channel: 'stable' } });
   const file = randomBytes(256 * 1024);

@@ -1,10 +1,12 @@
 // A simulated fleet: any number of devices speaking JetLinks' firmware topics over a few shared
 // MQTT connections. Devices are plain entries in a map (cheap: one process simulates 100,000).
 // Each device's fate (succeed, fail, stay silent, reject the push) is drawn once from its id, so a
-// run is reproducible and a device behaves the same on every retry.
+// run is reproducible and a device behaves the same on every retry. Devices may sit behind simulated
+// gateways: they then hear and speak only on their gateway's child topics.
 import { createHash, randomBytes } from 'node:crypto';
 import type { MqttClient } from 'mqtt';
 import { connectCoalesced } from '../protocols/mqtt-client.ts';
+import { devicePayloads, type DevicePayloads } from './fleet-payloads.ts';
 
 export type DeviceFate = 'success' | 'fail' | 'silent' | 'reject';
 
@@ -25,12 +27,26 @@ export interface FleetOptions {
   pull?: boolean;
   /** Acknowledge a push with `upgrade/reply` success: true before the progress reports. */
   ack?: boolean;
+  /** Send only what JetLinks' protocol docs show, numbers and booleans as strings (fleet-payloads.ts). */
+  jetlinksStrict?: boolean;
   seed?: string;
   connections?: number;
   username?: string;
   password?: string;
   /** Checks a pulled file: downloads `url` and compares its digest with `sign`. */
   verifyDownload?: (url: string, sign: string | null, signMethod: string | null) => Promise<boolean>;
+  /** Devices that sit behind a gateway; the others have their own connection. */
+  gateways?: FleetGateways;
+}
+
+/**
+ * Child devices behind simulated gateways (JetLinks' gateway topics): a child hears and speaks only
+ * on `/{productId}/{gatewayId}/child/{childId}/firmware/…`, where `productId` is the gateways' product.
+ */
+export interface FleetGateways {
+  productId: string;
+  /** child device id → the id of the gateway it is behind */
+  children: ReadonlyMap<string, string>;
 }
 
 interface SimulatedDevice {
@@ -40,6 +56,8 @@ interface SimulatedDevice {
   upgrading: boolean;
   /** How many UpgradeFirmwareMessages this device received. */
   upgradesReceived: number;
+  /** The gateway it is behind, if any. */
+  gatewayId?: string;
 }
 
 export interface FleetStats {
@@ -52,6 +70,8 @@ export interface FleetStats {
   ignored: number;
   messagesSent: number;
   downloadFailures: number;
+  /** Messages for a device on a topic it cannot hear: a child's direct topic, or another gateway's. */
+  misrouted: number;
 }
 
 interface UpgradeCommand {
@@ -62,6 +82,7 @@ interface UpgradeCommand {
   signMethod?: string | null;
   success?: boolean;
   code?: string;
+  firmwareId?: string;
 }
 
 function fraction(seed: string, deviceId: string): number {
@@ -89,12 +110,13 @@ export class Fleet {
     ignored: 0,
     messagesSent: 0,
     downloadFailures: 0,
+    misrouted: 0,
   };
   private clients: MqttClient[] = [];
   private next = 0;
   private readonly timers = new Set<NodeJS.Timeout>();
-  private readonly options: Required<Omit<FleetOptions, 'username' | 'password' | 'verifyDownload'>> &
-    Pick<FleetOptions, 'username' | 'password' | 'verifyDownload'>;
+  private readonly options: Required<Omit<FleetOptions, 'username' | 'password' | 'verifyDownload' | 'gateways'>> &
+    Pick<FleetOptions, 'username' | 'password' | 'verifyDownload' | 'gateways'>;
 
   constructor(options: FleetOptions) {
     this.options = {
@@ -107,13 +129,15 @@ export class Fleet {
       reportOnStart: true,
       pull: false,
       ack: true,
+      jetlinksStrict: false,
       seed: 'otter',
       connections: Math.min(4, Math.max(1, Math.ceil(options.deviceIds.length / 25_000))),
       ...options,
     };
     const rates = this.options;
     for (const id of options.deviceIds) {
-      this.devices.set(id, { id, version: this.options.version, fate: deviceFate(this.options.seed, id, rates), upgrading: false, upgradesReceived: 0 });
+      const gatewayId = options.gateways?.children.get(id);
+      this.devices.set(id, { id, version: this.options.version, fate: deviceFate(this.options.seed, id, rates), upgrading: false, upgradesReceived: 0, ...(gatewayId ? { gatewayId } : {}) });
     }
   }
 
@@ -138,7 +162,7 @@ export class Fleet {
       });
       client.on('message', (topic, payload) => this.onMessage(topic, payload));
       await client.subscribeAsync(
-        [`$share/${group}//${productId}/+/firmware/upgrade`, `$share/${group}//${productId}/+/firmware/pull/reply`, `$share/${group}//${productId}/+/firmware/read`],
+        [`$share/${group}//${productId}/+/firmware/upgrade`, `$share/${group}//${productId}/+/firmware/pull/reply`, `$share/${group}//${productId}/+/firmware/read`, ...this.gatewayFilters(group)],
         { qos: 1 },
       );
       this.clients.push(client);
@@ -159,23 +183,56 @@ export class Fleet {
   private publish(deviceId: string, suffix: string, body: object): void {
     const client = this.clients[this.next++ % this.clients.length]!;
     this.stats.messagesSent += 1;
-    client.publish(`/${this.options.productId}/${deviceId}/${suffix}`, JSON.stringify(body), { qos: 1 });
+    client.publish(this.topicOf(deviceId, suffix), JSON.stringify(body), { qos: 1 });
+  }
+
+  /** A device's own topic, or for a child its gateway's child topic: the gateway relays what its children say. */
+  private topicOf(deviceId: string, suffix: string): string {
+    const gatewayId = this.devices.get(deviceId)?.gatewayId;
+    if (gatewayId) return `/${this.options.gateways!.productId}/${gatewayId}/child/${deviceId}/${suffix}`;
+    return `/${this.options.productId}/${deviceId}/${suffix}`;
+  }
+
+  /** What the gateways hear for their children: the platform's messages on their child topics. */
+  private gatewayFilters(group: string): string[] {
+    const gateways = this.options.gateways;
+    if (!gateways || gateways.children.size === 0) return [];
+    return ['firmware/upgrade', 'firmware/pull/reply', 'firmware/read'].map((suffix) => `$share/${group}//${gateways.productId}/+/child/+/${suffix}`);
+  }
+
+  /**
+   * The device a platform message is for and its kind (`firmware/upgrade`, …), or undefined when no
+   * simulated device can hear it: a child has no connection of its own, and hears only through its gateway.
+   */
+  private addressee(topic: string): { device: SimulatedDevice; kind: string } | undefined {
+    const parts = topic.split('/');
+    const viaGateway = this.options.gateways !== undefined && parts[1] === this.options.gateways.productId && parts[3] === 'child';
+    const device = this.devices.get((viaGateway ? parts[4] : parts[2]) ?? '');
+    if (!device) return undefined;
+    if (viaGateway ? device.gatewayId !== parts[2] : device.gatewayId !== undefined) {
+      this.stats.misrouted += 1;
+      return undefined;
+    }
+    return { device, kind: parts.slice(viaGateway ? 5 : 3).join('/') };
+  }
+
+  /** What the devices put in their messages: Otter's contract, or strictly JetLinks' documented form. */
+  private get payloads(): DevicePayloads {
+    return devicePayloads(this.options.jetlinksStrict ? 'jetlinks-strict' : 'otter');
   }
 
   private report(device: SimulatedDevice): void {
-    this.publish(device.id, 'firmware/report', { version: device.version, properties: { simulated: 'true' }, timestamp: Date.now() });
+    this.publish(device.id, 'firmware/report', this.payloads.report(device.version));
   }
 
   private requestUpgrade(device: SimulatedDevice): void {
-    this.publish(device.id, 'firmware/pull', { messageId: randomBytes(8).toString('hex'), currentVersion: device.version, timestamp: Date.now() });
+    this.publish(device.id, 'firmware/pull', this.payloads.pull(device.version));
   }
 
   private onMessage(topic: string, payload: Buffer): void {
-    const parts = topic.split('/');
-    const deviceId = parts[2] ?? '';
-    const kind = parts.slice(3).join('/');
-    const device = this.devices.get(deviceId);
-    if (!device) return;
+    const addressed = this.addressee(topic);
+    if (!addressed) return;
+    const { device, kind } = addressed;
     let body: UpgradeCommand;
     try {
       body = JSON.parse(payload.toString('utf8')) as UpgradeCommand;
@@ -185,7 +242,7 @@ export class Fleet {
     if (kind === 'firmware/read') {
       this.stats.readsReceived += 1;
       if (device.fate === 'silent') return;
-      this.publish(device.id, 'firmware/read/reply', { messageId: body.messageId, version: device.version, properties: { simulated: 'true' } });
+      this.publish(device.id, 'firmware/read/reply', this.payloads.readReply(body.messageId, device.version));
       return;
     }
     if (kind === 'firmware/pull/reply') {
@@ -206,14 +263,14 @@ export class Fleet {
       const ok = await this.options.verifyDownload(command.url, command.sign ?? null, command.signMethod ?? null).catch(() => false);
       if (!ok) {
         this.stats.downloadFailures += 1;
-        this.publish(device.id, 'firmware/upgrade/progress', {
+        this.publish(device.id, 'firmware/upgrade/progress', this.payloads.progress({
           progress: 0,
           complete: false,
           success: false,
           version: command.version,
           errorReason: 'download failed or sign mismatch',
-          timestamp: Date.now(),
-        });
+          firmwareId: command.firmwareId,
+        }));
         return;
       }
     }
@@ -225,7 +282,7 @@ export class Fleet {
     if (fate === 'silent') return;
     if (pushed && fate === 'reject') {
       this.stats.rejected += 1;
-      this.publish(device.id, 'firmware/upgrade/reply', { messageId: command.messageId, success: false, code: 'busy', message: 'simulated rejection' });
+      this.publish(device.id, 'firmware/upgrade/reply', this.payloads.reject(command.messageId, 'simulated rejection'));
       return;
     }
     if (device.upgrading) {
@@ -233,7 +290,7 @@ export class Fleet {
       return;
     }
     device.upgrading = true;
-    if (pushed && this.options.ack) this.publish(device.id, 'firmware/upgrade/reply', { messageId: command.messageId, success: true });
+    if (pushed && this.options.ack) this.publish(device.id, 'firmware/upgrade/reply', this.payloads.acknowledge(command.messageId));
     const version = command.version ?? device.version;
     const steps = Math.max(1, this.options.progressSteps);
     const failAt = Math.max(1, Math.ceil(steps / 2));
@@ -243,24 +300,24 @@ export class Fleet {
       if (fate === 'fail' && step >= failAt) {
         device.upgrading = false;
         this.stats.failed += 1;
-        this.publish(device.id, 'firmware/upgrade/progress', {
+        this.publish(device.id, 'firmware/upgrade/progress', this.payloads.progress({
           progress: Math.floor(((step - 1) / steps) * 100),
           complete: false,
           success: false,
           version,
           errorReason: 'simulated failure: flash write error',
-          timestamp: Date.now(),
-        });
+          firmwareId: command.firmwareId,
+        }));
         return;
       }
       const complete = step >= steps;
-      this.publish(device.id, 'firmware/upgrade/progress', {
+      this.publish(device.id, 'firmware/upgrade/progress', this.payloads.progress({
         progress: complete ? 100 : Math.floor((step / steps) * 100),
         complete,
         success: true,
         version,
-        timestamp: Date.now(),
-      });
+        firmwareId: command.firmwareId,
+      }));
       if (complete) {
         device.upgrading = false;
         device.version = version;
@@ -295,4 +352,15 @@ export class Fleet {
 export function fleetDeviceIds(prefix: string, count: number): string[] {
   const width = String(count).length;
   return Array.from({ length: count }, (_, i) => `${prefix}-${String(i + 1).padStart(width, '0')}`);
+}
+
+/** The product simulated gateways are registered under when none is named: `<product>-gw`. */
+export function defaultGatewayProduct(productId: string): string {
+  return `${productId}-gw`;
+}
+
+/** `childIds` spread evenly over `gatewayIds` (round robin): child id → gateway id. */
+export function spreadOverGateways(childIds: readonly string[], gatewayIds: readonly string[]): Map<string, string> {
+  if (gatewayIds.length === 0) return new Map();
+  return new Map(childIds.map((id, i) => [id, gatewayIds[i % gatewayIds.length]!]));
 }

@@ -17,19 +17,24 @@ import {
 } from '../core/messages.ts';
 import { isFinal, transition, type RecordInput, type TimelineEvent } from '../core/record-machine.ts';
 import { upgradeJobId } from '../core/jobs.ts';
+import { bindingRefusal } from '../core/device-binding.ts';
+import { KeyedRateLimiter } from '../core/rate-limiter.ts';
 import type { Db } from '../db/connection.ts';
-import { loadUpgradeStatesByDevices, type UpgradeState } from '../db/queries/upgrade-state.ts';
+import { loadDeviceBindings, loadDeviceStates, type DeviceState, type UpgradeState } from '../db/queries/upgrade-state.ts';
 import { applyRecordChanges, changeOf, type RecordChange, type RecordNote } from '../db/queries/record-changes.ts';
-import { applyFirmwareReports, knownDevices } from '../db/queries/firmware-reports.ts';
+import { applyFirmwareReports } from '../db/queries/firmware-reports.ts';
 import type { Connector, DeviceMessageOutcome } from '../protocols/connector.ts';
 import type { PullAnswer } from './pull-requests.ts';
 import type { Metrics } from '../service/metrics.ts';
 import { Batcher } from './batcher.ts';
-import { retryTransient } from '../db/transient-errors.ts';
+import { isTransientDbError, retryTransient } from '../db/transient-errors.ts';
+import { RefusalLog } from './refusal-log.ts';
 import type { JobWaker } from './job-waker.ts';
 import type { TaskSupervisor } from './task-supervisor.ts';
 
 type RecordMessage = ProgressMessage | UpgradeReplyMessage | ReportFirmwareMessage | ReadFirmwareReplyMessage;
+/** A record message as batched: `fromPlatform` when posted with an API key rather than sent by a device. */
+type Queued = RecordMessage & { fromPlatform?: boolean };
 
 /** Handles what the record batcher does not: pull requests, and replies to reads. */
 export interface DeviceRequestHandlers {
@@ -48,23 +53,42 @@ export interface DeviceMessageServiceDeps {
   logger: Logger;
   connector?: Connector;
   handlers?: DeviceRequestHandlers;
+  /** A report from an unknown device registers it (default: only a platform's REST report does). */
+  selfRegistration?: boolean;
+  /** Per-device message rate (per second, 0: none) and burst; default: no limit. */
+  rateLimit?: { ratePerSecond: number; burst: number };
 }
 
 const STALE_RETRIES = 5;
 const SHARDS = 2;
-/** How long received messages wait for the database to come back before they are given up. */
-const MESSAGE_RETRY_MS = 5 * 60_000;
+/**
+ * Received messages wait for the database however long it is away (the backlog cap bounds how many
+ * wait); each round of retries is this long, and a line is logged between rounds.
+ */
+const RETRY_ROUND_MS = 60_000;
 
 export class DeviceMessageService {
   private readonly deps: DeviceMessageServiceDeps;
   /** Shards by device: a device's messages go through one shard, one batch at a time, in order. */
-  private readonly shards: Array<Batcher<RecordMessage, DeviceMessageOutcome>>;
+  private readonly shards: Array<Batcher<Queued, DeviceMessageOutcome>>;
+  /** Per device, before any database work: a flooding device costs no more than its rate. */
+  private readonly limiter: KeyedRateLimiter;
+  /** One log line per reason per 10 s, however many messages are refused or fail. */
+  private readonly refusals: RefusalLog;
+  private readonly failures: RefusalLog;
+  /** Messages received (any route) and not yet applied or refused: the backlog, and its highest. */
+  private inFlight = 0;
+  private peakInFlight = 0;
 
   constructor(deps: DeviceMessageServiceDeps) {
     this.deps = deps;
+    this.refusals = new RefusalLog(deps.logger);
+    this.failures = new RefusalLog(deps.logger, { level: 'error', message: 'device messages not applied' });
+    deps.metrics.observeDeviceMessageBacklog(() => this.inFlight, () => this.peakInFlight);
     this.shards = Array.from({ length: SHARDS }, () =>
-      new Batcher<RecordMessage, DeviceMessageOutcome>((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 1 }),
+      new Batcher<Queued, DeviceMessageOutcome>((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 1 }),
     );
+    this.limiter = new KeyedRateLimiter(deps.rateLimit ?? { ratePerSecond: 0, burst: 1 });
   }
 
   /** Messages received and waiting for their batch. */
@@ -72,12 +96,24 @@ export class DeviceMessageService {
     return this.shards.reduce((sum, shard) => sum + shard.size, 0);
   }
 
+  /** Messages received and not yet applied or refused, from every route (the back-pressure measure). */
+  get backlog(): number {
+    return this.inFlight;
+  }
+
+  /** Whether `count` more messages fit under `cap` (an idle service takes any batch). */
+  hasRoom(count: number, cap: number): boolean {
+    return this.inFlight === 0 || this.inFlight + count <= cap;
+  }
+
   /** Resolves once every message received so far is applied. */
   async drain(): Promise<void> {
     await Promise.all(this.shards.map((shard) => shard.idle()));
+    this.refusals.flush();
+    this.failures.flush();
   }
 
-  private shardOf(deviceId: string): Batcher<RecordMessage, DeviceMessageOutcome> {
+  private shardOf(deviceId: string): Batcher<Queued, DeviceMessageOutcome> {
     let hash = 0;
     for (let i = 0; i < deviceId.length; i += 1) hash = (hash * 31 + deviceId.charCodeAt(i)) | 0;
     return this.shards[Math.abs(hash) % this.shards.length]!;
@@ -85,14 +121,27 @@ export class DeviceMessageService {
 
   /** Validates and applies one message; never throws for bad input. */
   async receive(incoming: IncomingDeviceMessage, replyRoute: ReplyRoute = 'connector'): Promise<DeviceMessageOutcome> {
+    this.inFlight += 1;
+    if (this.inFlight > this.peakInFlight) this.peakInFlight = this.inFlight;
+    try {
+      return await this.receiveOne(incoming, replyRoute);
+    } finally {
+      this.inFlight -= 1;
+    }
+  }
+
+  private async receiveOne(incoming: IncomingDeviceMessage, replyRoute: ReplyRoute): Promise<DeviceMessageOutcome> {
     const decoded = decodeDeviceMessage(incoming);
     if (isRefusal(decoded)) {
       return this.refuse(decoded.messageType ?? incoming.messageType ?? 'unknown', decoded.reason, decoded.detail, decoded.deviceId ?? incoming.deviceId, incoming.source);
     }
+    if (!this.limiter.take(decoded.deviceId)) {
+      return this.refuse(decoded.messageType, 'rate_limited', `device ${decoded.deviceId} sends more than its rate`, decoded.deviceId, incoming.source);
+    }
     try {
       return await this.dispatch(decoded, replyRoute);
     } catch (err) {
-      this.deps.logger.error({ err, messageType: decoded.messageType, deviceId: decoded.deviceId }, 'device message not applied');
+      this.failures.note('internal_error', { err: (err as Error).message, messageType: decoded.messageType, deviceId: decoded.deviceId });
       this.deps.metrics.deviceMessages.inc({ type: decoded.messageType, result: 'error', reason: 'internal_error' });
       return { accepted: false, code: 'internal_error', message: 'the message could not be applied; send it again' };
     }
@@ -103,7 +152,7 @@ export class DeviceMessageService {
     if (message.messageType === 'REQUEST_FIRMWARE') {
       outcome = await this.requestFirmware(message, replyRoute);
     } else {
-      outcome = await this.shardOf(message.deviceId).add(message);
+      outcome = await this.shardOf(message.deviceId).add(replyRoute === 'caller' ? { ...message, fromPlatform: true } : message);
       if (outcome.accepted && message.messageType === 'READ_FIRMWARE_REPLY') this.deps.handlers?.readReply?.(message);
     }
     if (!outcome.accepted && outcome.code) {
@@ -116,13 +165,15 @@ export class DeviceMessageService {
   private async requestFirmware(message: RequestFirmwareMessage, replyRoute: ReplyRoute): Promise<DeviceMessageOutcome> {
     const handler = this.deps.handlers?.requestFirmware;
     if (!handler) return { accepted: false, code: 'not_supported', message: 'pull upgrades are not handled by this process' };
-    const known = await knownDevices(this.deps.db, [message.deviceId]);
-    if (!known.has(message.deviceId)) return { accepted: false, code: 'unknown_device', message: `device ${message.deviceId} is not registered` };
+    const binding = (await loadDeviceBindings(this.deps.db, [message.deviceId])).get(message.deviceId);
+    if (!binding) return { accepted: false, code: 'unknown_device', message: `device ${message.deviceId} is not registered` };
+    const refused = bindingRefusal(message, binding, replyRoute === 'caller');
+    if (refused) return { accepted: false, code: refused.code, message: refused.message };
     const { reply } = await handler(message);
     if (replyRoute === 'caller') return { accepted: true, reply };
-    const productId = message.productId ?? (await this.productOf(message.deviceId));
     try {
-      await this.deps.connector?.send({ messageType: 'REQUEST_FIRMWARE_REPLY', productId, deviceId: message.deviceId, body: reply });
+      // the reply goes back the way the request came: through the gateway for a child device
+      await this.deps.connector?.send({ messageType: 'REQUEST_FIRMWARE_REPLY', productId: binding.productId, deviceId: message.deviceId, via: message.gateway ?? null, body: reply });
       this.deps.metrics.messagesSent.inc({ type: 'REQUEST_FIRMWARE_REPLY', result: 'ok' });
     } catch (err) {
       this.deps.metrics.messagesSent.inc({ type: 'REQUEST_FIRMWARE_REPLY', result: 'error' });
@@ -131,47 +182,76 @@ export class DeviceMessageService {
     return { accepted: true };
   }
 
-  private async productOf(deviceId: string): Promise<string> {
-    const row = await this.deps.db.selectFrom('devices').select('product_id').where('id', '=', deviceId).executeTakeFirst();
-    return row?.product_id ?? '';
-  }
-
   private refuse(type: string, reason: string, detail: string, deviceId?: string, source?: string): DeviceMessageOutcome {
     // a type sent through the REST API can be any string: only ours become label values
     const label = (INBOUND_MESSAGE_TYPES as readonly string[]).includes(type) ? type : 'unknown';
     this.deps.metrics.deviceMessages.inc({ type: label, result: 'refused', reason });
-    this.deps.logger.warn({ messageType: type, deviceId, reason, detail, source }, 'device message refused');
+    this.refusals.note(reason, { messageType: type, deviceId, detail, source });
     return { accepted: false, code: reason, message: detail };
   }
 
   /**
-   * One batch, tried again while the database fails transiently (a deadlock, a restart): the
-   * messages were already acknowledged to the broker, so they wait here rather than being lost.
+   * One batch, tried again for as long as the database fails transiently (a deadlock, a restart, an
+   * outage): the messages wait here rather than being lost, and the backlog cap keeps how many wait
+   * bounded. A batch that fails otherwise is split in halves, each applied on its own, so one
+   * message the database will never take fails alone instead of taking the batch with it.
    */
-  private applyBatch(messages: RecordMessage[]): Promise<DeviceMessageOutcome[]> {
-    return retryTransient(() => this.applyBatchOnce(messages), {
-      maxRetryTime: MESSAGE_RETRY_MS,
-      onRetry: (err, attempt) => {
-        if (attempt === 1 || attempt % 10 === 0) {
-          this.deps.logger.warn({ err: (err as Error).message, messages: messages.length, attempt }, 'device messages not applied yet; trying again');
+  private async applyBatch(messages: Queued[]): Promise<DeviceMessageOutcome[]> {
+    const since = Date.now();
+    for (let round = 1; ; round += 1) {
+      try {
+        return await retryTransient(() => this.applyBatchOnce(messages), {
+          maxRetryTime: RETRY_ROUND_MS,
+          onRetry: (err, attempt) => {
+            if (round === 1 && attempt === 1) {
+              this.deps.logger.warn({ err: (err as Error).message, messages: messages.length }, 'device messages not applied yet; trying again');
+            }
+          },
+        });
+      } catch (err) {
+        if (isTransientDbError(err)) {
+          this.deps.logger.warn({ err: (err as Error).message, messages: messages.length, waitingSeconds: Math.round((Date.now() - since) / 1000) }, 'device messages still waiting for the database');
+          continue;
         }
-      },
-    });
+        if (messages.length === 1) throw err;
+        const half = Math.ceil(messages.length / 2);
+        // in order: a device's messages stay in the order they arrived
+        const first = await this.applyBatch(messages.slice(0, half));
+        const second = await this.applyBatch(messages.slice(half));
+        return [...first, ...second];
+      }
+    }
   }
 
-  /** Device reports first, then every record message through the state machine. */
-  private async applyBatchOnce(messages: RecordMessage[]): Promise<DeviceMessageOutcome[]> {
+  /**
+   * The devices and their records first (one read), and who may speak for them: a message that
+   * is not its device's to send is refused before anything is written. Then device reports, then
+   * every record message through the state machine.
+   */
+  private async applyBatchOnce(messages: Queued[]): Promise<DeviceMessageOutcome[]> {
     const outcomes: Array<DeviceMessageOutcome | undefined> = new Array(messages.length);
-    const reportIndexes = messages.flatMap((m, i) => (m.messageType === 'REPORT_FIRMWARE' || m.messageType === 'READ_FIRMWARE_REPLY' ? [i] : []));
+    const devices = await loadDeviceStates(this.deps.db, messages.map((m) => m.deviceId));
+    const reportIndexes: number[] = [];
+    messages.forEach((m, i) => {
+      const device = devices.get(m.deviceId);
+      const refused = device ? bindingRefusal(m, device.binding, m.fromPlatform === true) : undefined;
+      if (refused) outcomes[i] = { accepted: false, code: refused.code, message: refused.message };
+      else if (m.messageType === 'REPORT_FIRMWARE' || m.messageType === 'READ_FIRMWARE_REPLY') {
+        if (device || this.mayRegister(m)) reportIndexes.push(i);
+        else outcomes[i] = { accepted: false, code: 'unknown_device', message: `device ${m.deviceId} is not registered${m.fromPlatform ? ' and the report names no product' : ''}` };
+      }
+    });
     const reportOutcomes = await applyFirmwareReports(
       this.deps.db,
       reportIndexes.map((i) => {
         const m = messages[i] as ReportFirmwareMessage | ReadFirmwareReplyMessage;
-        return { deviceId: m.deviceId, productId: m.productId, version: m.version, properties: m.properties, timestamp: m.timestamp };
+        return { deviceId: m.deviceId, productId: m.productId, version: m.version, properties: m.properties, timestamp: m.timestamp, register: this.mayRegister(m) };
       }),
     );
+    const registered = new Set<string>();
     reportIndexes.forEach((messageIndex, k) => {
       const result = reportOutcomes[k];
+      if (result === 'applied' && !devices.has(messages[messageIndex]!.deviceId)) registered.add(messages[messageIndex]!.deviceId);
       if (result === 'stale') outcomes[messageIndex] = { accepted: false, code: 'stale_report', message: 'an equal or newer report is already stored' };
       if (result === 'unknown_device') outcomes[messageIndex] = { accepted: false, code: 'unknown_device', message: `device ${messages[messageIndex]!.deviceId} is not registered and the report names no product` };
     });
@@ -182,9 +262,21 @@ export class DeviceMessageService {
         for (const i of pending) outcomes[i] = { accepted: false, code: 'internal_error', message: 'record kept changing; send again' };
         break;
       }
-      pending = await this.applyToRecords(messages, pending, outcomes);
+      // the first round uses what was read above; a raced record is read again
+      const states = round === 0 ? devices : await loadDeviceStates(this.deps.db, pending.map((i) => messages[i]!.deviceId));
+      pending = await this.applyToRecords(messages, pending, outcomes, states, registered);
     }
     return outcomes.map((outcome) => outcome ?? { accepted: true });
+  }
+
+  /**
+   * Whether a report may register its unknown device: a platform's report names the product;
+   * a device's own only with self-registration on, and never a child's (its topic names no product).
+   */
+  private mayRegister(message: Queued): boolean {
+    if (message.productId === undefined) return false;
+    if (message.fromPlatform) return true;
+    return this.deps.selfRegistration === true && message.messageType === 'REPORT_FIRMWARE' && !message.gateway;
   }
 
   /** Applies messages[indexes] to their records; returns the indexes to try again (raced). */
@@ -192,12 +284,9 @@ export class DeviceMessageService {
     messages: RecordMessage[],
     indexes: number[],
     outcomes: Array<DeviceMessageOutcome | undefined>,
+    devices: Map<string, DeviceState>,
+    registered: Set<string>,
   ): Promise<number[]> {
-    const deviceIds = [...new Set(indexes.map((i) => messages[i]!.deviceId))];
-    const states = await loadUpgradeStatesByDevices(this.deps.db, deviceIds);
-    const missing = deviceIds.filter((id) => !states.has(id));
-    const known = missing.length > 0 ? await knownDevices(this.deps.db, missing) : new Set<string>();
-
     const working = new Map<string, { original: UpgradeState; current: UpgradeState; events: TimelineEvent[]; wake: boolean }>();
     const notes: RecordNote[] = [];
     const touched = new Map<string, number[]>();
@@ -206,10 +295,10 @@ export class DeviceMessageService {
       const message = messages[i]!;
       const isReport = message.messageType === 'REPORT_FIRMWARE' || message.messageType === 'READ_FIRMWARE_REPLY';
       const entry = working.get(message.deviceId);
-      const state = entry?.current ?? states.get(message.deviceId);
+      const state = entry?.current ?? devices.get(message.deviceId)?.upgrade;
       if (!state) {
         if (isReport) outcomes[i] = { accepted: true };
-        else if (!known.has(message.deviceId)) outcomes[i] = { accepted: false, code: 'unknown_device', message: `device ${message.deviceId} is not registered` };
+        else if (!devices.has(message.deviceId) && !registered.has(message.deviceId)) outcomes[i] = { accepted: false, code: 'unknown_device', message: `device ${message.deviceId} is not registered` };
         else outcomes[i] = { accepted: false, code: 'no_active_upgrade', message: `device ${message.deviceId} has no upgrade` };
         continue;
       }

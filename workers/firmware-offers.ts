@@ -1,18 +1,21 @@
 // The firmware a device is told to install: catalogue fields plus a download URL, signed per send
-// for uploaded files. Firmware rows are cached briefly because a rollout sends the same one to
-// every device.
+// and per device for uploaded files. Firmware rows are cached briefly because a rollout sends the
+// same one to every device; the signature (one HMAC) is made for each device.
 import type { Config } from '../core/config.ts';
-import { signDownloadUrl } from '../core/download-url.ts';
+import { downloadUrlTtlSeconds, signDownloadUrl } from '../core/download-url.ts';
 import type { FirmwareOffer } from '../core/messages.ts';
 import type { Db } from '../db/connection.ts';
 
 const CACHE_MS = 5_000;
-const RESIGN_MS = 60_000;
+
+/** Whom an offer is for: its URL works for this device only, for the attempt's timeout plus an hour. */
+export interface OfferRecipient {
+  deviceId: string;
+  timeoutSeconds: number;
+}
 
 interface CachedFirmware {
   loadedAt: number;
-  /** The signed download URL, re-signed once a minute: every device of a rollout gets the same one. */
-  signed?: { url: string; at: number };
   row: Promise<{
     id: string;
     version: string;
@@ -35,8 +38,8 @@ export class FirmwareOffers {
     this.config = config;
   }
 
-  /** The offer for one firmware, or undefined when it no longer exists. */
-  async offer(firmwareId: string, now = Date.now()): Promise<FirmwareOffer | undefined> {
+  /** The offer of one firmware to one device, or undefined when the firmware no longer exists. */
+  async offer(firmwareId: string, recipient: OfferRecipient, now = Date.now()): Promise<FirmwareOffer | undefined> {
     let cached = this.cache.get(firmwareId);
     if (!cached || now - cached.loadedAt > CACHE_MS) {
       cached = {
@@ -52,20 +55,18 @@ export class FirmwareOffers {
     }
     const row = await cached.row;
     if (!row) return undefined;
-    let url = row.url ?? '';
-    if (row.has_file) {
-      if (!cached.signed || now - cached.signed.at > RESIGN_MS) {
-        cached.signed = { url: signDownloadUrl(this.config.publicBaseUrl, this.config.urlSigningSecret, row.id, this.config.downloadUrlTtlSeconds, now), at: now };
-      }
-      url = cached.signed.url;
-    }
+    const ttlSeconds = downloadUrlTtlSeconds(recipient.timeoutSeconds, this.config.downloadUrlTtlSeconds);
+    const url = row.has_file
+      ? signDownloadUrl(this.config.publicBaseUrl, this.config.urlSigningSecret, row.id, recipient.deviceId, ttlSeconds, now)
+      : (row.url ?? '');
+    // what the catalogue does not know is left out: devices are never sent a null
     return {
       firmwareId: row.id,
       version: row.version,
       url,
-      sign: row.sign,
-      signMethod: row.sign_method,
-      size: row.size,
+      ...(row.sign !== null ? { sign: row.sign } : {}),
+      ...(row.sign_method !== null ? { signMethod: row.sign_method } : {}),
+      ...(row.size !== null ? { size: row.size } : {}),
       parameters: row.properties ?? {},
     };
   }

@@ -1,11 +1,16 @@
-// Device-pulled upgrades (CONTRACT §8 "Pull"): a RequestFirmwareMessage from a device with an
-// active record of a running pull task starts an attempt — the record becomes `processing`, the
-// timeout clock starts at the reply — and a parked job enforces the deadline. Anything else is
-// answered `success: false, code: "not_found"`.
+// Device-pulled upgrades (CONTRACT §8 "Pull", §11): a RequestFirmwareMessage from a device with an
+// active record starts an attempt — the record becomes `processing`, the timeout clock starts at the
+// reply — and a parked job enforces the deadline. As JetLinks does, a device that asks is answered
+// for its active record in any task that is not held: a push task's waiting record too (released,
+// pushed or not), and the reply then counts as its push — the dispatcher claims only waiting records
+// through the same guarded write, so it never sends it again. A paused, canceled, aborted or
+// completed task answers only an attempt already under way. Anything else is answered
+// `success: false, code: "not_found"`.
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
 import type { RequestFirmwareMessage, RequestFirmwareReply } from '../core/messages.ts';
+import { firmwareFoundReply, firmwareNotFoundReply } from '../core/platform-messages.ts';
 import { nextWakeAt, transition } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import { applyRecordChanges, changeOf } from '../db/queries/record-changes.ts';
@@ -36,32 +41,37 @@ export class PullRequests {
   async answer(message: RequestFirmwareMessage): Promise<PullAnswer> {
     for (let round = 0; round <= STALE_RETRIES; round += 1) {
       const state = (await loadUpgradeStatesByDevices(this.db, [message.deviceId])).get(message.deviceId);
-      const refusal = this.refusal(message, state);
+      const refusal = await this.refusal(message, state);
       if (refusal || !state) return { reply: refusal ?? this.notFound(message, 'no upgrade for this device') };
 
-      const offer = await this.offers.offer(state.firmwareId);
+      const offer = await this.offers.offer(state.firmwareId, { deviceId: message.deviceId, timeoutSeconds: state.policy.timeoutSeconds });
       if (!offer) return { reply: this.notFound(message, 'the firmware no longer exists') };
 
-      if (state.snapshot.state === 'processing') {
-        // asked again mid-upgrade (e.g. after a reboot): the same firmware, the attempt goes on
-        return { reply: { ...offer, messageId: message.messageId, deviceId: message.deviceId, success: true, timestamp: Date.now() }, recordId: state.id };
-      }
       const now = Date.now();
-      const result = transition(state.snapshot, { type: 'send', now, messageId: message.messageId }, state.policy);
+      if (state.snapshot.state === 'processing' && state.snapshot.retryAt === null) {
+        // asked again mid-upgrade (e.g. after a reboot): the same firmware, the attempt goes on
+        return { reply: firmwareFoundReply(message, offer, now), recordId: state.id };
+      }
+      // a waiting record, or a push retry that is not due yet: this reply is its send, written
+      // with the same guarded update as the dispatcher's, so only one of them ever sends it
+      const result = transition(state.snapshot, { type: 'send', now, messageId: message.messageId, pulled: true }, state.policy);
+      if (!result.changed) return { reply: this.notFound(message, 'no active upgrade for this device') };
       const { applied } = await applyRecordChanges(this.db, [changeOf(state, result, true)]);
       if (applied.length === 0) continue;
       await this.parkDeadlineJob(state, nextWakeAt(result.record) ?? now + state.policy.timeoutSeconds * 1000);
-      return { reply: { ...offer, messageId: message.messageId, deviceId: message.deviceId, success: true, timestamp: now }, recordId: state.id };
+      return { reply: firmwareFoundReply(message, offer, now), recordId: state.id };
     }
     return { reply: this.notFound(message, 'the upgrade record kept changing; ask again') };
   }
 
-  private refusal(message: RequestFirmwareMessage, state: UpgradeState | undefined): RequestFirmwareReply | undefined {
+  private async refusal(message: RequestFirmwareMessage, state: UpgradeState | undefined): Promise<RequestFirmwareReply | undefined> {
     if (!state || (state.snapshot.state !== 'waiting' && state.snapshot.state !== 'processing')) {
       return this.notFound(message, 'no active upgrade for this device');
     }
-    if (state.policy.mode !== 'pull') return this.notFound(message, 'the active upgrade of this device is pushed by the platform');
-    if (state.taskState !== 'running') return this.notFound(message, `the upgrade task is ${state.taskState}`);
+    const inFlight = state.snapshot.state === 'processing' && state.snapshot.retryAt === null;
+    // an attempt under way finishes even in a paused task: a device that reboots mid-upgrade gets its firmware again
+    const answers = state.taskState === 'running' || state.taskState === 'created';
+    if (!answers && !inFlight) return this.notFound(message, `the upgrade task is ${state.taskState}`);
     if (message.requestVersion && message.requestVersion !== state.snapshot.targetVersion) {
       return this.notFound(message, `no upgrade to version ${message.requestVersion} (the active one is ${state.snapshot.targetVersion})`);
     }
@@ -69,7 +79,7 @@ export class PullRequests {
   }
 
   private notFound(message: RequestFirmwareMessage, text: string): RequestFirmwareReply {
-    return { messageId: message.messageId, deviceId: message.deviceId, success: false, code: 'not_found', message: text, timestamp: Date.now() };
+    return firmwareNotFoundReply(message, text, Date.now());
   }
 
   /** The attempt's job, parked until its deadline: it times the attempt out if the device goes quiet. */

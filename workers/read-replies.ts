@@ -1,5 +1,7 @@
 // Replies to ReadFirmwareMessage travel from whichever process received them to the API process
-// that asked, over Redis pub/sub; the asking request waits for its messageId with a deadline.
+// that asked, over Redis pub/sub; the asking request waits for its device's reply to its messageId,
+// with a deadline. Matched by device and messageId together: another device that learns or guesses
+// a messageId cannot answer in its place.
 import type { Redis } from 'ioredis';
 
 export interface ReadReply {
@@ -27,6 +29,10 @@ export class ReadReplyPublisher {
   }
 }
 
+function waiterKey(deviceId: string, messageId: string): string {
+  return JSON.stringify([deviceId, messageId]);
+}
+
 export class ReadReplyWaiters {
   private readonly waiting = new Map<string, (reply: ReadReply) => void>();
   private readonly subscriber: Redis;
@@ -42,7 +48,7 @@ export class ReadReplyWaiters {
       if (channel !== this.channel) return;
       try {
         const reply = JSON.parse(text) as ReadReply;
-        this.waiting.get(reply.messageId)?.(reply);
+        this.waiting.get(waiterKey(reply.deviceId, reply.messageId))?.(reply);
       } catch {
         // not ours
       }
@@ -50,17 +56,18 @@ export class ReadReplyWaiters {
     await this.subscriber.subscribe(this.channel);
   }
 
-  /** The device's reply to `messageId`, or undefined after `timeoutMs`. */
-  wait(messageId: string, timeoutMs: number): { reply: Promise<ReadReply | undefined>; cancel(): void } {
+  /** The reply of `deviceId` to `messageId`, or undefined after `timeoutMs`. */
+  wait(deviceId: string, messageId: string, timeoutMs: number): { reply: Promise<ReadReply | undefined>; cancel(): void } {
+    const key = waiterKey(deviceId, messageId);
     let timer: NodeJS.Timeout | undefined;
     const reply = new Promise<ReadReply | undefined>((resolve) => {
       timer = setTimeout(() => {
-        this.waiting.delete(messageId);
+        this.waiting.delete(key);
         resolve(undefined);
       }, timeoutMs);
-      this.waiting.set(messageId, (received) => {
+      this.waiting.set(key, (received) => {
         clearTimeout(timer);
-        this.waiting.delete(messageId);
+        this.waiting.delete(key);
         resolve(received);
       });
     });
@@ -68,7 +75,7 @@ export class ReadReplyWaiters {
       reply,
       cancel: () => {
         clearTimeout(timer);
-        this.waiting.delete(messageId);
+        this.waiting.delete(key);
       },
     };
   }

@@ -4,6 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Logger } from 'pino';
 import { transition, type RecordInput } from '../core/record-machine.ts';
+import { upgradeFirmwareMessage } from '../core/platform-messages.ts';
 import type { Connector } from '../protocols/connector.ts';
 import type { UpgradeState } from '../db/queries/upgrade-state.ts';
 import { changeOf } from '../db/queries/record-changes.ts';
@@ -55,13 +56,13 @@ export class UpgradeSender {
   async deliver(sent: UpgradeState): Promise<SendOutcome> {
     const now = Date.now();
     try {
-      const offer = await this.deps.offers.offer(sent.firmwareId, now);
+      const offer = await this.deps.offers.offer(sent.firmwareId, { deviceId: sent.deviceId, timeoutSeconds: sent.policy.timeoutSeconds }, now);
       if (!offer) throw new Error(`firmware ${sent.firmwareId} no longer exists`);
       await this.deps.connector.send({
         messageType: 'UPGRADE_FIRMWARE',
         productId: sent.productId,
         deviceId: sent.deviceId,
-        body: { messageId: sent.snapshot.messageId ?? '', deviceId: sent.deviceId, ...offer, timestamp: sent.snapshot.attemptStartedAt ?? now },
+        body: upgradeFirmwareMessage({ messageId: sent.snapshot.messageId ?? '', deviceId: sent.deviceId }, offer, sent.snapshot.attemptStartedAt ?? now),
       });
       this.deps.onSent?.(sent);
       return { kind: 'sent', state: sent };

@@ -4,6 +4,7 @@ import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { OtterError, notFound } from '../../core/errors.ts';
+import { readFirmwareMessage } from '../../core/platform-messages.ts';
 import { findDevice } from '../../db/queries/devices.ts';
 import { EntityIdParams, ErrorReply } from '../schemas/common.ts';
 
@@ -33,13 +34,13 @@ const readRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const device = await findDevice(app.db, id);
     if (!device) throw notFound('device', id);
     const messageId = randomUUID();
-    const waiter = app.readWaiters.wait(messageId, request.body.timeoutMs ?? 5_000);
+    const waiter = app.readWaiters.wait(id, messageId, request.body.timeoutMs ?? 5_000);
     try {
       await app.connector.send({
         messageType: 'READ_FIRMWARE',
         productId: device.product_id,
         deviceId: id,
-        body: { messageId, deviceId: id, timestamp: Date.now() },
+        body: readFirmwareMessage({ messageId, deviceId: id }, Date.now()),
       });
       app.metrics.messagesSent.inc({ type: 'READ_FIRMWARE', result: 'ok' });
     } catch (error) {

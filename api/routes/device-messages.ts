@@ -5,6 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { INBOUND_MESSAGE_TYPES } from '../../core/messages.ts';
 import { ErrorReply } from '../schemas/common.ts';
+import { errorBody } from '../plugins/error-handler.ts';
 
 // Per-message fields are checked by the device message decoder, so that one bad message is refused
 // on its own instead of failing the whole batch.
@@ -46,10 +47,16 @@ const deviceMessageRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags: ['device-messages'],
       summary: 'Submit device messages (one or up to 1,000)',
       body: Body,
-      response: { 200: Type.Object({ results: Type.Array(Result) }), 400: ErrorReply },
+      response: { 200: Type.Object({ results: Type.Array(Result) }), 400: ErrorReply, 503: ErrorReply },
     },
-  }, async (request) => {
+  }, async (request, reply) => {
     const messages: unknown[] = Array.isArray(request.body) ? request.body : [request.body];
+    // back-pressure: this process holds at most DEVICE_MESSAGE_BACKLOG received, unapplied messages
+    // (e.g. while PostgreSQL is away); the caller sends again after a moment, nothing was taken
+    if (!app.messages.hasRoom(messages.length, app.config.deviceMessageBacklog)) {
+      reply.code(503).header('retry-after', '1');
+      return errorBody(503, 'backlog_full', `${app.messages.backlog} device messages are waiting to be applied; send again shortly`);
+    }
     // handed over in order, so messages of one device are applied in the order they were posted
     const outcomes = await Promise.all(
       messages.map((message) => app.messages.receive({ messageType: messageTypeOf(message), body: message, source: 'rest' }, 'caller')),

@@ -2,7 +2,7 @@
 // delete, and the device's upgrade history. Thin handlers over db/queries.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
-import { conflict, notFound } from '../../core/errors.ts';
+import { conflict, notFound, validationError } from '../../core/errors.ts';
 import { deleteDevice, findDevice, listDevices, upsertDevices } from '../../db/queries/devices.ts';
 import { findActiveRecordForDevice, listDeviceRecords } from '../../db/queries/records.ts';
 import { EntityIdParams, ErrorReply, Page, PagingQuery, paging } from '../schemas/common.ts';
@@ -23,12 +23,18 @@ const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags,
       summary: 'Register or update up to 10,000 devices in one call',
-      description: 'Upserts by id. An omitted name or firmwareVersion keeps the stored one; '
-        + 'a device listed twice counts once, with its last entry.',
+      description: 'Upserts by id. An omitted name, firmwareVersion or gatewayId keeps the stored one '
+        + '(gatewayId null takes the device away from its gateway); a device listed twice counts once, with its last entry.',
       body: UpsertDevicesBody,
       response: { 200: UpsertDevicesReply, 400: ErrorReply },
     },
-  }, async (request) => ({ upserted: await upsertDevices(app.db, request.body.devices) }));
+  }, async (request) => {
+    const index = request.body.devices.findIndex((device) => device.gatewayId === device.id);
+    if (index >= 0) {
+      throw validationError(`devices[${index}]: a device cannot be its own gateway`, [{ path: `/devices/${index}/gatewayId`, message: 'a device cannot be its own gateway' }]);
+    }
+    return { upserted: await upsertDevices(app.db, request.body.devices) };
+  });
 
   app.get('/devices', {
     schema: {
@@ -63,7 +69,7 @@ const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags,
       summary: 'Delete a device',
       description: 'Refused with 409 device_busy while the device has a waiting or processing upgrade record: '
-        + 'cancel that upgrade first. Its finished records stay in their tasks.',
+        + 'cancel that upgrade first. Its finished records stay in their tasks. Its device certificates are revoked.',
       params: EntityIdParams,
       response: {
         204: Type.Null({ description: 'deleted' }),
@@ -79,6 +85,8 @@ const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     if (outcome === 'busy') {
       throw conflict('device_busy', `device ${id} has an active upgrade; cancel it first`);
     }
+    // a deleted device must not keep a way into the broker
+    await app.deviceCredentials.revokeAll(id);
     return reply.code(204).send(null);
   });
 

@@ -10,10 +10,12 @@ import { firmwareFilePath } from '../../core/download-url.ts';
 import {
   deleteUnusedFirmware,
   findFirmware,
+  firmwareHasActiveTasks,
   insertFirmware,
   listFirmware,
   setFirmwareFile,
   updateFirmware,
+  type FrozenColumn,
 } from '../../db/queries/firmware.ts';
 import { ErrorReply, UuidParams, paging } from '../schemas/common.ts';
 import { FileTooLargeError } from '../services/firmware-storage.ts';
@@ -34,6 +36,21 @@ const tags = ['firmware'];
 
 // room for the multipart boundaries and part headers around the file itself
 const MULTIPART_OVERHEAD_BYTES = 64 * 1024;
+
+const FROZEN_FIELD: Record<FrozenColumn, string> = {
+  product_id: 'productId',
+  version: 'version',
+  url: 'url',
+  sign: 'sign',
+  sign_method: 'signMethod',
+  size: 'size',
+  properties: 'properties',
+};
+
+/** Devices may be fetching and checking this firmware right now: what they were told must hold. */
+function firmwareInUse(id: string, what: string): OtterError {
+  return conflict('firmware_in_use', `firmware ${id} has an upgrade task with waiting or processing records: ${what} cannot change until they finish or are canceled`);
+}
 
 const catalogueRoutes: FastifyPluginAsyncTypebox = async (app) => {
   app.post('/firmware', {
@@ -83,6 +100,8 @@ const catalogueRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags,
       summary: 'Change a firmware',
+      description: 'While a task of the firmware has waiting or processing records, a change of productId, version, url, '
+        + 'sign, signMethod, size or properties is refused with 409 firmware_in_use; name, description and versionOrder may change.',
       params: UuidParams,
       body: UpdateFirmwareBody,
       response: { 200: Firmware, 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 409: ErrorReply },
@@ -90,9 +109,10 @@ const catalogueRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     const changes = firmwareChanges(request.body);
     if (Object.keys(changes).length === 0) throw validationError('body must have at least one firmware field');
-    const row = await updateFirmware(app.db, request.params.id, changes);
-    if (!row) throw notFound('firmware', request.params.id);
-    return toFirmware(row);
+    const outcome = await updateFirmware(app.db, request.params.id, changes);
+    if (outcome.kind === 'not_found') throw notFound('firmware', request.params.id);
+    if (outcome.kind === 'in_use') throw firmwareInUse(request.params.id, outcome.columns.map((column) => FROZEN_FIELD[column]).join(', '));
+    return toFirmware(outcome.row);
   });
 
   app.delete('/firmware/:id', {
@@ -180,26 +200,30 @@ const uploadRoutes: FastifyPluginAsyncTypebox = async (app) => {
       summary: 'Upload the firmware file',
       description:
         'The raw body (application/octet-stream) or multipart/form-data field `file`, streamed to storage. '
-        + 'Sets size, sign (signMethod from the query, sha256 by default), hasFile and url.',
+        + 'Sets size, sign (signMethod from the query, sha256 by default), hasFile and url. '
+        + 'Refused with 409 firmware_in_use while a task of the firmware has waiting or processing records.',
       params: UuidParams,
       querystring: UploadQuery,
       body: UploadBody,
-      response: { 200: Firmware, 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 413: ErrorReply, 415: ErrorReply },
+      response: { 200: Firmware, 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 409: ErrorReply, 413: ErrorReply, 415: ErrorReply },
     },
   }, async (request) => {
     const { id } = request.params;
     if (!(await findFirmware(app.db, id))) throw notFound('firmware', id);
+    // refused before a byte is read; checked again, under lock, when the file is put in place
+    if (await firmwareHasActiveTasks(app.db, id)) throw firmwareInUse(id, 'the file');
     const source = await uploadedFile(request);
     const received = await app.storage.receive(id, source, request.query.signMethod ?? 'sha256');
     try {
-      const row = await setFirmwareFile(app.db, id, {
+      const outcome = await setFirmwareFile(app.db, id, {
         url: `${app.config.publicBaseUrl}${firmwareFilePath(id)}`,
         size: received.size,
         sign: received.sign,
         signMethod: received.signMethod,
       }, () => received.commit());
-      if (!row) throw notFound('firmware', id);
-      return toFirmware(row);
+      if (outcome.kind === 'not_found') throw notFound('firmware', id);
+      if (outcome.kind === 'in_use') throw firmwareInUse(id, 'the file');
+      return toFirmware(outcome.row);
     } finally {
       await received.discard();
     }

@@ -14,6 +14,9 @@ export const DeviceUpsert = Type.Object({
   productId: EntityId,
   name: Type.Optional(DeviceName),
   firmwareVersion: Type.Optional(FirmwareVersion),
+  gatewayId: Type.Optional(Type.Union([EntityId, Type.Null()], {
+    description: 'the gateway this child device talks through (its messages use the gateway\'s child topics); null: none. Omitted: unchanged.',
+  })),
 }, { additionalProperties: false });
 export type DeviceUpsertJson = Static<typeof DeviceUpsert>;
 
@@ -41,6 +44,7 @@ export const Device = Type.Object({
     Type.Null(),
   ]),
   firmwareReportedAt: NullableTimestamp,
+  gatewayId: Type.Union([EntityId, Type.Null()], { description: 'the gateway this child device talks through, or null' }),
   createdAt: Timestamp,
   updatedAt: Timestamp,
 });
@@ -63,6 +67,7 @@ export function deviceToJson(row: DeviceRow): DeviceJson {
     firmwareVersion: row.firmware_version,
     firmwareProperties: row.firmware_properties,
     firmwareReportedAt: iso(row.firmware_reported_at),
+    gatewayId: row.gateway_id,
     createdAt: row.created_at.toISOString(),
     updatedAt: row.updated_at.toISOString(),
   };

@@ -26,6 +26,7 @@ export const UpgradeRecord = Type.Object({
   progress: Type.Integer({ minimum: 0, maximum: 100 }),
   attempts: Type.Integer({ minimum: 0 }),
   errorReason: NullableString,
+  ignoredEvents: Type.Integer({ minimum: 0, description: 'late or repeated messages ignored for this record; its timeline keeps the first 20 of them' }),
   createdAt: Timestamp,
   startedAt: NullableTimestamp,
   completedAt: NullableTimestamp,
@@ -39,6 +40,7 @@ export const RecordEventType = Type.Union([
   Type.Literal('sent'),
   Type.Literal('acknowledged'),
   Type.Literal('pulled'),
+  Type.Literal('downloaded'),
   Type.Literal('progress'),
   Type.Literal('success'),
   Type.Literal('failed'),
@@ -58,9 +60,13 @@ export const RecordEvent = Type.Object({
 export type RecordEventJson = Static<typeof RecordEvent>;
 export type RecordEventTypeName = Static<typeof RecordEventType>;
 
+/** The most events `GET /api/records/{id}` answers: the latest ones. */
+export const MAX_RECORD_EVENTS = 1_000;
+
 export const RecordWithEvents = Type.Object({
   ...UpgradeRecord.properties,
-  events: Type.Array(RecordEvent),
+  events: Type.Array(RecordEvent, { description: `the timeline, oldest first: its latest ${MAX_RECORD_EVENTS.toLocaleString('en')} events at most` }),
+  eventsTotal: Type.Integer({ minimum: 0, description: 'how many events the timeline holds in all' }),
 });
 export type RecordWithEventsJson = Static<typeof RecordWithEvents>;
 
@@ -77,6 +83,7 @@ export function recordToJson(row: RecordRow): UpgradeRecordJson {
     progress: row.progress,
     attempts: row.attempts,
     errorReason: row.error_reason,
+    ignoredEvents: row.ignored_events,
     createdAt: row.created_at.toISOString(),
     startedAt: iso(row.started_at),
     completedAt: iso(row.completed_at),
@@ -96,6 +103,6 @@ export function eventToJson(row: RecordEventRow): RecordEventJson {
   return event;
 }
 
-export function recordWithEventsToJson(row: RecordRow, events: readonly RecordEventRow[]): RecordWithEventsJson {
-  return { ...recordToJson(row), events: events.map(eventToJson) };
+export function recordWithEventsToJson(row: RecordRow, events: readonly RecordEventRow[], eventsTotal = events.length): RecordWithEventsJson {
+  return { ...recordToJson(row), events: events.map(eventToJson), eventsTotal };
 }

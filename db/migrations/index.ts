@@ -4,10 +4,16 @@ import * as initial from './0001_initial.ts';
 import * as idempotencyKeys from './0002_idempotency_keys.ts';
 import * as recordsFillfactor from './0003_records_fillfactor.ts';
 import * as applyRecordChanges from './0004_apply_record_changes.ts';
+import * as downloadedEvents from './0005_downloaded_events.ts';
+import * as deviceEdge from './0006_device_edge.ts';
+import * as deviceCertificates from './0007_device_certificates.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
   '0002_idempotency_keys': idempotencyKeys,
   '0003_records_fillfactor': recordsFillfactor,
   '0004_apply_record_changes': applyRecordChanges,
+  '0005_downloaded_events': downloadedEvents,
+  '0006_device_edge': deviceEdge,
+  '0007_device_certificates': deviceCertificates,
 };

@@ -11,6 +11,8 @@ export interface DeviceUpsertInput {
   name?: string | null;
   /** Omitted or null: the stored value stays; given: also stamps firmware_reported_at. */
   firmwareVersion?: string | null;
+  /** Omitted: the stored value stays; null: the device has no gateway (any more). */
+  gatewayId?: string | null;
 }
 
 export interface DeviceFilter {
@@ -19,8 +21,8 @@ export interface DeviceFilter {
 }
 
 /**
- * Inserts or updates the devices in one statement, whatever their number, and answers how many
- * distinct devices it touched. A device listed twice counts once, with its last entry: ON CONFLICT
+ * Inserts or updates the devices in one statement, whatever their number (two, in a transaction,
+ * when some are taken away from their gateway), and answers how many distinct devices it touched. A device listed twice counts once, with its last entry: ON CONFLICT
  * cannot touch the same row twice in one statement.
  */
 export async function upsertDevices(db: Db, devices: readonly DeviceUpsertInput[]): Promise<number> {
@@ -32,28 +34,50 @@ export async function upsertDevices(db: Db, devices: readonly DeviceUpsertInput[
   const productIds: string[] = [];
   const names: Array<string | null> = [];
   const versions: Array<string | null> = [];
+  const gateways: Array<string | null> = [];
+  const cleared: string[] = [];
   for (const device of byId.values()) {
     ids.push(device.id);
     productIds.push(device.productId);
     names.push(device.name ?? null);
     versions.push(device.firmwareVersion ?? null);
+    gateways.push(device.gatewayId ?? null);
+    if (device.gatewayId === null) cleared.push(device.id);
+  }
+  if (cleared.length > 0 && !db.isTransaction) {
+    return db.transaction().execute((trx) => upsertDevices(trx, devices));
   }
 
-  // unnest arrays rather than a multi-row VALUES: four parameters whatever the fleet size
+  // unnest arrays rather than a multi-row VALUES: five parameters whatever the fleet size
   const result = await sql`
-    INSERT INTO devices (id, product_id, name, firmware_version, firmware_reported_at)
+    INSERT INTO devices (id, product_id, name, firmware_version, firmware_reported_at, gateway_id)
     SELECT d.id, d.product_id, d.name, d.firmware_version,
-           CASE WHEN d.firmware_version IS NULL THEN NULL ELSE now() END
-      FROM unnest(${ids}::text[], ${productIds}::text[], ${names}::text[], ${versions}::text[])
-           AS d (id, product_id, name, firmware_version)
+           CASE WHEN d.firmware_version IS NULL THEN NULL ELSE now() END, d.gateway_id
+      FROM unnest(${ids}::text[], ${productIds}::text[], ${names}::text[], ${versions}::text[], ${gateways}::text[])
+           AS d (id, product_id, name, firmware_version, gateway_id)
     ON CONFLICT (id) DO UPDATE SET
       product_id = EXCLUDED.product_id,
       name = COALESCE(EXCLUDED.name, devices.name),
+      gateway_id = COALESCE(EXCLUDED.gateway_id, devices.gateway_id),
       firmware_version = COALESCE(EXCLUDED.firmware_version, devices.firmware_version),
       firmware_reported_at = CASE WHEN EXCLUDED.firmware_version IS NULL
                                   THEN devices.firmware_reported_at ELSE now() END,
       updated_at = now()`.execute(db);
+  // EXCLUDED cannot tell an omitted gateway (keep it) from a null one (take it away): the latter here
+  if (cleared.length > 0) {
+    await sql`UPDATE devices SET gateway_id = NULL, updated_at = now() WHERE id = ANY(${cleared}::text[]) AND gateway_id IS NOT NULL`.execute(db);
+  }
   return Number(result.numAffectedRows ?? byId.size);
+}
+
+/** For each of `deviceIds` that sits behind a gateway: the gateway, and its product (null if it is not registered). */
+export async function findGateways(db: Db, deviceIds: readonly string[]): Promise<Map<string, { gatewayId: string; gatewayProductId: string | null }>> {
+  if (deviceIds.length === 0) return new Map();
+  const { rows } = await sql<{ id: string; gateway_id: string; gateway_product_id: string | null }>`
+    SELECT c.id, c.gateway_id, (SELECT g.product_id FROM devices g WHERE g.id = c.gateway_id) AS gateway_product_id
+    FROM devices c
+    WHERE c.id = ANY(${[...new Set(deviceIds)]}::text[]) AND c.gateway_id IS NOT NULL`.execute(db);
+  return new Map(rows.map((row) => [row.id, { gatewayId: row.gateway_id, gatewayProductId: row.gateway_product_id }]));
 }
 
 export async function findDevice(db: Db, id: string): Promise<DeviceRow | undefined> {

@@ -128,3 +128,4 @@ export async function requestPush(db: Db, taskId: string, deviceIds?: readonly s
     WHERE task_id = ${taskId} AND state = 'waiting' AND NOT push_requested ${deviceFilter}`.execute(db);
   return Number(result.numAffectedRows ?? 0);
 }
+

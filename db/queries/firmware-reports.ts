@@ -1,6 +1,7 @@
 // ReportFirmwareMessage (and the reply to a read) applied to devices in bulk: the reported version
 // and properties are stored unless an equal-or-newer report (by the device's own timestamp) is
-// already there; an unknown device is registered when the report names its product.
+// already there; an unknown device is registered when the report names its product and may
+// register it. A report never moves a device to another product.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 
@@ -10,6 +11,8 @@ export interface FirmwareReport {
   version: string;
   properties: Record<string, unknown> | undefined;
   timestamp: number | undefined;
+  /** An unknown device may be registered by this report (a platform's, or self-registration is on). */
+  register: boolean;
 }
 
 export type ReportOutcome = 'applied' | 'stale' | 'unknown_device';
@@ -32,21 +35,23 @@ export async function applyFirmwareReports(db: Db, reports: readonly FirmwareRep
         ${chosen.map((r) => r.deviceId)}::text[], ${chosen.map((r) => r.productId ?? null)}::text[],
         ${chosen.map((r) => r.version)}::text[],
         ${chosen.map((r) => (r.properties ? JSON.stringify(r.properties) : null))}::jsonb[],
-        ${chosen.map((r) => (r.timestamp === undefined ? null : Math.trunc(r.timestamp)))}::bigint[]
-      ) AS i(id, product_id, version, properties, ts)
+        ${chosen.map((r) => (r.timestamp === undefined ? null : Math.trunc(r.timestamp)))}::bigint[],
+        ${chosen.map((r) => r.register)}::boolean[]
+      ) AS i(id, product_id, version, properties, ts, register)
     )
     INSERT INTO devices AS d (id, product_id, firmware_version, firmware_properties, firmware_reported_at, report_timestamp)
     SELECT i.id, COALESCE(i.product_id, existing.product_id), i.version, i.properties, now(), i.ts
     FROM input i LEFT JOIN devices existing ON existing.id = i.id
-    WHERE existing.id IS NOT NULL OR i.product_id IS NOT NULL
+    WHERE existing.id IS NOT NULL OR (i.product_id IS NOT NULL AND i.register)
     ON CONFLICT (id) DO UPDATE SET
       firmware_version = EXCLUDED.firmware_version,
       firmware_properties = COALESCE(EXCLUDED.firmware_properties, d.firmware_properties),
       firmware_reported_at = now(),
       report_timestamp = COALESCE(EXCLUDED.report_timestamp, d.report_timestamp),
       updated_at = now()
-    WHERE d.report_timestamp IS NULL OR EXCLUDED.report_timestamp IS NULL
-       OR d.report_timestamp <= EXCLUDED.report_timestamp
+    WHERE d.product_id = EXCLUDED.product_id
+      AND (d.report_timestamp IS NULL OR EXCLUDED.report_timestamp IS NULL
+           OR d.report_timestamp <= EXCLUDED.report_timestamp)
     RETURNING d.id`.execute(db);
   const applied = new Set(rows.map((row) => row.id));
   const missing = chosen.filter((r) => !applied.has(r.deviceId)).map((r) => r.deviceId);

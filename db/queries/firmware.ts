@@ -1,5 +1,6 @@
 // SQL of the firmware catalogue: create, find, list, change, delete, and record an uploaded file.
-// A taken (product, versionOrder) pair surfaces as the contract's 409 firmware_version_exists.
+// A taken (product, versionOrder) pair surfaces as the contract's 409 firmware_version_exists. What
+// devices are told about a firmware is frozen while a task of it has active records.
 import { sql, type Transaction } from 'kysely';
 import { conflict } from '../../core/errors.ts';
 import type { Db } from '../connection.ts';
@@ -23,6 +24,22 @@ export interface FirmwareFile {
 }
 
 export type DeleteOutcome = 'deleted' | 'not_found' | 'in_use';
+
+/**
+ * Columns frozen while the firmware is in use: what devices are handed (version, file, digest,
+ * size, parameters) and which devices it is for (product). Name, description and versionOrder are
+ * catalogue bookkeeping and stay free.
+ */
+export const FROZEN_COLUMNS = ['product_id', 'version', 'url', 'sign', 'sign_method', 'size', 'properties'] as const;
+export type FrozenColumn = (typeof FROZEN_COLUMNS)[number];
+
+export type UpdateOutcome =
+  | { kind: 'updated'; row: FirmwareRow }
+  | { kind: 'not_found' }
+  /** the change would alter `columns` of a firmware in use: nothing was written */
+  | { kind: 'in_use'; columns: FrozenColumn[] };
+
+export type FileOutcome = { kind: 'stored'; row: FirmwareRow } | { kind: 'not_found' } | { kind: 'in_use' };
 
 function versionOrderTaken(error: unknown): boolean {
   const pgError = error as { code?: string; constraint?: string };
@@ -67,18 +84,58 @@ export async function listFirmware(db: Db, filter: FirmwareFilter): Promise<{ ro
   return { rows, total: Number(counted.total) };
 }
 
-export async function updateFirmware(db: Db, id: string, changes: FirmwareUpdate): Promise<FirmwareRow | undefined> {
-  return translatingConflicts(
-    db.updateTable('firmware')
-      .set({ ...changes, updated_at: sql<Date>`now()` })
-      .where('id', '=', id)
-      .returningAll()
-      .executeTakeFirst(),
-  );
+/** Whether `next` (as written by an update) differs from the row's current value of `column`. */
+function differs(current: FirmwareRow, column: FrozenColumn, next: unknown): boolean {
+  if (next === undefined) return false;
+  if (column !== 'properties') return current[column] !== next;
+  const wanted = (typeof next === 'string' ? JSON.parse(next) : next) as Record<string, string>;
+  const had = current.properties ?? {};
+  const keys = Object.keys(wanted);
+  return keys.length !== Object.keys(had).length || keys.some((key) => had[key] !== wanted[key]);
 }
 
-/** True while a task of the firmware has records waiting or being processed. */
-export async function firmwareHasActiveTasks(db: Db | Transaction<Database>, id: string): Promise<boolean> {
+/**
+ * Changes a firmware. A change that would alter a frozen column of a firmware in use is refused
+ * whole; one that sets a frozen column to its current value is not a change and goes through.
+ */
+export async function updateFirmware(db: Db, id: string, changes: FirmwareUpdate): Promise<UpdateOutcome> {
+  const write = (executor: Db | Transaction<Database>) =>
+    translatingConflicts(
+      executor.updateTable('firmware')
+        .set({ ...changes, updated_at: sql<Date>`now()` })
+        .where('id', '=', id)
+        .returningAll()
+        .executeTakeFirst(),
+    );
+  if (!FROZEN_COLUMNS.some((column) => changes[column] !== undefined)) {
+    const row = await write(db);
+    return row ? { kind: 'updated', row } : { kind: 'not_found' };
+  }
+  return db.transaction().execute(async (trx): Promise<UpdateOutcome> => {
+    const current = await lockFirmware(trx, id);
+    if (!current) return { kind: 'not_found' };
+    const columns = FROZEN_COLUMNS.filter((column) => differs(current, column, changes[column]));
+    if (columns.length > 0 && (await firmwareHasActiveTasks(trx, id, { lock: true }))) return { kind: 'in_use', columns };
+    const row = await write(trx);
+    return row ? { kind: 'updated', row } : { kind: 'not_found' };
+  });
+}
+
+/** The firmware row, locked until the transaction ends: creating a task of it waits meanwhile. */
+function lockFirmware(trx: Transaction<Database>, id: string): Promise<FirmwareRow | undefined> {
+  return trx.selectFrom('firmware').selectAll().where('id', '=', id).forUpdate().executeTakeFirst();
+}
+
+/**
+ * True while a task of the firmware has records waiting or being processed. With `lock` (inside a
+ * transaction), its tasks' rows are share-locked first: a release or retry writing their counters
+ * is waited for and then seen, and none can start until the caller's transaction ends.
+ */
+export async function firmwareHasActiveTasks(db: Db | Transaction<Database>, id: string, options: { lock?: boolean } = {}): Promise<boolean> {
+  if (options.lock) {
+    const tasks = await db.selectFrom('upgrade_tasks').select(['waiting', 'processing']).where('firmware_id', '=', id).forShare().execute();
+    return tasks.some((task) => task.waiting + task.processing > 0);
+  }
   const active = await db.selectFrom('upgrade_tasks')
     .select('id')
     .where('firmware_id', '=', id)
@@ -94,29 +151,29 @@ export async function firmwareHasActiveTasks(db: Db | Transaction<Database>, id:
  */
 export async function deleteUnusedFirmware(db: Db, id: string): Promise<DeleteOutcome> {
   return db.transaction().execute(async (trx) => {
-    const locked = await trx.selectFrom('firmware').select('id').where('id', '=', id).forUpdate().executeTakeFirst();
-    if (!locked) return 'not_found';
-    if (await firmwareHasActiveTasks(trx, id)) return 'in_use';
+    if (!(await lockFirmware(trx, id))) return 'not_found';
+    if (await firmwareHasActiveTasks(trx, id, { lock: true })) return 'in_use';
     await trx.deleteFrom('firmware').where('id', '=', id).execute();
     return 'deleted';
   });
 }
 
 /**
- * Records an uploaded file. `putInPlace` runs while the row is locked, so concurrent uploads of one
- * firmware leave the file on disk and its size and sign in the row from the same upload.
+ * Records an uploaded file, unless the firmware is in use. `putInPlace` runs while the row is
+ * locked, so concurrent uploads of one firmware leave the file on disk and its size and sign in
+ * the row from the same upload, and a task's first release cannot slip in between check and write.
  */
 export async function setFirmwareFile(
   db: Db,
   id: string,
   file: FirmwareFile,
   putInPlace: () => Promise<void>,
-): Promise<FirmwareRow | undefined> {
-  return db.transaction().execute(async (trx) => {
-    const locked = await trx.selectFrom('firmware').select('id').where('id', '=', id).forUpdate().executeTakeFirst();
-    if (!locked) return undefined;
+): Promise<FileOutcome> {
+  return db.transaction().execute(async (trx): Promise<FileOutcome> => {
+    if (!(await lockFirmware(trx, id))) return { kind: 'not_found' };
+    if (await firmwareHasActiveTasks(trx, id, { lock: true })) return { kind: 'in_use' };
     await putInPlace();
-    return trx.updateTable('firmware')
+    const row = await trx.updateTable('firmware')
       .set({
         url: file.url,
         size: file.size,
@@ -128,5 +185,6 @@ export async function setFirmwareFile(
       .where('id', '=', id)
       .returningAll()
       .executeTakeFirstOrThrow();
+    return { kind: 'stored', row };
   });
 }

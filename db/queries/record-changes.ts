@@ -93,18 +93,16 @@ export function counterDeltas(changes: readonly { taskId: string; fromState: Rec
 }
 
 /**
- * Writes the changes, and the notes' events, in one call of otter_apply_record_changes (migration
- * 0004): one round trip, so row locks last only as long as Postgres works on them.
+ * Writes the changes, and the notes' events, in one call of otter_apply_record_changes (migrations
+ * 0004, 0006): one round trip, so row locks last only as long as Postgres works on them. Notes go
+ * through it too, even without changes: it is where a timeline's `ignored` events are capped.
  */
 export async function applyRecordChanges(
   db: Db,
   changes: readonly RecordChange[],
   notes: readonly RecordNote[] = [],
 ): Promise<AppliedChanges> {
-  if (changes.length === 0) {
-    await insertRecordEvents(db, notes);
-    return { applied: [], stale: [] };
-  }
+  if (changes.length === 0 && notes.length === 0) return { applied: [], stale: [] };
   // one change per record per batch: the caller folds several inputs for a record into one
   const ordered = [...changes].sort((a, b) => a.id - b.id);
   const col = <T>(pick: (change: RecordChange) => T) => ordered.map(pick);

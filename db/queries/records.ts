@@ -43,7 +43,11 @@ export async function listDeviceRecords(
   return { rows, total: Number(count.total) };
 }
 
-/** The record's timeline, oldest first. */
-export async function listRecordEvents(db: Db, recordId: number): Promise<RecordEventRow[]> {
-  return db.selectFrom('record_events').selectAll().where('record_id', '=', recordId).orderBy('id').execute();
+/** The record's timeline, oldest first: its latest `limit` events, and how many it holds in all. */
+export async function listRecordEvents(db: Db, recordId: number, limit: number): Promise<{ rows: RecordEventRow[]; total: number }> {
+  const [latest, count] = await Promise.all([
+    db.selectFrom('record_events').selectAll().where('record_id', '=', recordId).orderBy('id', 'desc').limit(limit).execute(),
+    db.selectFrom('record_events').select((eb) => eb.fn.countAll<number>().as('total')).where('record_id', '=', recordId).executeTakeFirstOrThrow(),
+  ]);
+  return { rows: latest.reverse(), total: Number(count.total) };
 }

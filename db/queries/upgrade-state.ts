@@ -2,6 +2,7 @@
 // reads, for many records or devices in one query.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
+import type { DeviceBinding } from '../../core/device-binding.ts';
 import type { RecordSnapshot, RecordState, UpgradePolicy } from '../../core/record-machine.ts';
 import type { RetryPolicy, RolloutLimits, TaskState } from '../database.ts';
 
@@ -120,6 +121,50 @@ export async function loadUpgradeStatesByDevices(db: Db, deviceIds: readonly str
     WHERE r.device_id = ANY(${[...new Set(deviceIds)]}::text[])
     ORDER BY r.device_id, (r.state IN ('waiting', 'processing')) DESC, r.id DESC`.execute(db);
   return new Map(rows.map((row) => [row.device_id, toUpgradeState(row)]));
+}
+
+// a subquery, not a join: the planner would otherwise hash the whole devices table for a gateway
+// column that is mostly null (measured: 100 ms instead of 40 ms for 1,000 of 100,000 devices)
+const GATEWAY_PRODUCT = sql`(SELECT g.product_id FROM devices g WHERE g.id = d.gateway_id)`;
+
+/** A registered device as its messages see it: its binding, and the record they are about (if any). */
+export interface DeviceState {
+  binding: DeviceBinding;
+  upgrade: UpgradeState | undefined;
+}
+
+/**
+ * For each registered device of `deviceIds`: its product and gateway (with the gateway's product),
+ * and the record a message is about, as loadUpgradeStatesByDevices picks it — one query for both,
+ * so checking who may speak for a device costs no extra round trip. Unknown devices are absent.
+ */
+export async function loadDeviceStates(db: Db, deviceIds: readonly string[]): Promise<Map<string, DeviceState>> {
+  if (deviceIds.length === 0) return new Map();
+  const { rows } = await sql<Partial<Row> & { req_id: string; device_product_id: string; gateway_id: string | null; gateway_product_id: string | null }>`
+    SELECT d.id AS req_id, d.product_id AS device_product_id, d.gateway_id,
+      ${GATEWAY_PRODUCT} AS gateway_product_id, s.*
+    FROM devices d
+    LEFT JOIN LATERAL (
+      SELECT ${COLUMNS}
+      FROM upgrade_records r JOIN upgrade_tasks t ON t.id = r.task_id
+      WHERE r.device_id = d.id
+      ORDER BY (r.state IN ('waiting', 'processing')) DESC, r.id DESC
+      LIMIT 1) s ON true
+    WHERE d.id = ANY(${[...new Set(deviceIds)]}::text[])`.execute(db);
+  return new Map(rows.map((row) => [row.req_id, {
+    binding: { productId: row.device_product_id, gatewayId: row.gateway_id, gatewayProductId: row.gateway_product_id },
+    upgrade: row.id === null || row.id === undefined ? undefined : toUpgradeState(row as Row),
+  }]));
+}
+
+/** The bindings of the registered devices among `deviceIds` (a device's product and gateway). */
+export async function loadDeviceBindings(db: Db, deviceIds: readonly string[]): Promise<Map<string, DeviceBinding>> {
+  if (deviceIds.length === 0) return new Map();
+  const { rows } = await sql<{ id: string; product_id: string; gateway_id: string | null; gateway_product_id: string | null }>`
+    SELECT d.id, d.product_id, d.gateway_id, ${GATEWAY_PRODUCT} AS gateway_product_id
+    FROM devices d
+    WHERE d.id = ANY(${[...new Set(deviceIds)]}::text[])`.execute(db);
+  return new Map(rows.map((row) => [row.id, { productId: row.product_id, gatewayId: row.gateway_id, gatewayProductId: row.gateway_product_id }]));
 }
 
 /**

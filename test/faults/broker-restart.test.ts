@@ -14,7 +14,8 @@ it('completes the rollout after the broker restarts', async () => {
   const port = rig.broker.port;
   await rig.broker.stop();
   await new Promise((resolve) => setTimeout(resolve, 1_500));
-  rig.broker = await startBroker({ port });
+  // the same accounts, so the service and the fleet get in again
+  rig.broker = await startBroker({ port, secrets: rig.broker.secrets });
 
   const task = await waitForTask(rig.t.app, rig.t.auth, rig.taskId, (x) => allFinal(x) && x.state === 'completed', 180_000);
   expect(task.stats).toMatchObject({ total: 1_000, success: 1_000, failed: 0 });

@@ -17,12 +17,24 @@ export interface OtterProcess {
   stop(signal?: NodeJS.Signals): Promise<number | string>;
 }
 
+function definedOnly(values: Record<string, string | undefined>): Record<string, string> {
+  return Object.fromEntries(Object.entries(values).filter((entry): entry is [string, string] => entry[1] !== undefined));
+}
+
 /** The environment of a process sharing `config`'s database, Redis, broker and queue prefix. */
 export function envFor(config: Config, extra: Record<string, string>): Record<string, string> {
   return {
     DATABASE_URL: config.databaseUrl,
     REDIS_URL: config.redisUrl,
     MQTT_URL: config.mqttUrl,
+    // the broker account and TLS files, where the test's broker has them
+    ...definedOnly({
+      MQTT_USERNAME: config.mqttUsername,
+      MQTT_PASSWORD: config.mqttPassword,
+      MQTT_CA_FILE: config.mqttCaFile,
+      MQTT_CERT_FILE: config.mqttCertFile,
+      MQTT_KEY_FILE: config.mqttKeyFile,
+    }),
     QUEUE_PREFIX: config.queuePrefix,
     API_KEYS: TEST_API_KEY,
     URL_SIGNING_SECRET: config.urlSigningSecret,

@@ -1,5 +1,6 @@
-// The private test broker runs the repository's mosquitto.conf: QoS 1 through a shared
-// subscription on a topic that starts with `/`, as the service subscribes (CONTRACT §5).
+// The private test broker runs the repository's mosquitto.conf, closed as in production: no anonymous
+// client; the platform accounts carry QoS 1 through a shared subscription on a topic that starts
+// with `/`, as the service subscribes. (Device certificates: broker-identity.test.ts.)
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
@@ -20,7 +21,22 @@ describe('test broker', () => {
   it('listens on its own port', () => {
     expect(broker.port).toBeGreaterThan(0);
     expect(broker.port).not.toBe(1883);
-    expect(broker.url).toBe(`mqtt://127.0.0.1:${broker.port}`);
+    expect(broker.plainUrl).toBe(`mqtt://127.0.0.1:${broker.port}`);
+    expect(new URL(broker.url).username).toBe(broker.fleetOptions.username);
+    expect(broker.devices.port).not.toBe(broker.port);
+  });
+
+  it('refuses anonymous clients and wrong passwords', async () => {
+    for (const credentials of [{}, { username: broker.serviceEnv.MQTT_USERNAME, password: 'wrong' }]) {
+      await expect(mqtt.connectAsync(broker.plainUrl, { ...credentials, reconnectPeriod: 0, connectTimeout: 5_000 }))
+        .rejects.toThrow(/Not authorized|Bad username or password/i);
+    }
+  });
+
+  it('lets Otter\'s account in', async () => {
+    const { MQTT_USERNAME, MQTT_PASSWORD } = broker.serviceEnv;
+    const otter = await mqtt.connectAsync(broker.plainUrl, { username: MQTT_USERNAME, password: MQTT_PASSWORD, reconnectPeriod: 0 });
+    await otter.endAsync();
   });
 
   it('carries a QoS 1 message through a shared subscription', async () => {

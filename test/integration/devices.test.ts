@@ -256,6 +256,7 @@ describe('GET /api/devices', () => {
       firmwareVersion: null,
       firmwareProperties: null,
       firmwareReportedAt: null,
+      gatewayId: null,
       createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
       updatedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
@@ -351,6 +352,7 @@ describe('GET and DELETE /api/devices/{id}, GET /api/devices/{id}/records', () =
       progress: 0,
       attempts: 1,
       errorReason: null,
+      ignoredEvents: 0,
       createdAt: record.created_at.toISOString(),
       startedAt: record.started_at!.toISOString(),
       completedAt: null,

@@ -104,7 +104,7 @@ async function storedFiles(app: TestApp): Promise<string[]> {
 }
 
 function signedUrl(id: string, ttlSeconds = 600, nowMs = Date.now()): string {
-  return signDownloadUrl(base, t.config.urlSigningSecret, id, ttlSeconds, nowMs);
+  return signDownloadUrl(base, t.config.urlSigningSecret, id, 'files-test-device', ttlSeconds, nowMs);
 }
 
 describe('a 50 MB upload, streamed', () => {

@@ -45,7 +45,7 @@ describe('security', () => {
   });
 
   it('refuses forged and expired download signatures, and a signature for another firmware', async () => {
-    const valid = new URL(signDownloadUrl('http://x', t.config.urlSigningSecret, firmwareId, 60));
+    const valid = new URL(signDownloadUrl('http://x', t.config.urlSigningSecret, firmwareId, 'sec-device', 60));
     const ok = await t.app.inject({ url: `${valid.pathname}${valid.search}` });
     expect(ok.statusCode).toBe(200);
 
@@ -57,7 +57,7 @@ describe('security', () => {
     extended.searchParams.set('expires', String(Number(valid.searchParams.get('expires')) + 3600));
     expect((await t.app.inject({ url: `${extended.pathname}${extended.search}` })).statusCode).toBe(403);
 
-    const expired = new URL(signDownloadUrl('http://x', t.config.urlSigningSecret, firmwareId, 60, Date.now() - 3_600_000));
+    const expired = new URL(signDownloadUrl('http://x', t.config.urlSigningSecret, firmwareId, 'sec-device', 60, Date.now() - 3_600_000));
     const expiredAnswer = await t.app.inject({ url: `${expired.pathname}${expired.search}` });
     expect(expiredAnswer.statusCode).toBe(403);
     expect(expiredAnswer.json().code).toBe('signature_expired');

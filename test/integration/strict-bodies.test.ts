@@ -21,9 +21,10 @@ const OPEN_BODIES = new Set(['POST /api/device-messages']);
 const UNKNOWN = 'unexpectedProperty';
 
 /** Strings for the patterns the API uses; a new pattern fails here until a sample is added. */
-const PATTERN_SAMPLES: Array<[RegExp, string]> = [
-  [/^\^\[A-Za-z0-9_.:-\]\{1,64\}\$$/, 'dev-1'],
-  [/^\^\[0-9a-fA-F\]\{0,128\}\$$/, 'abcdef0123456789'],
+const PATTERN_SAMPLES: Array<[RegExp, (key: string) => string]> = [
+  // ids: one per field, so a device is not its own gateway
+  [/^\^\[A-Za-z0-9_.:-\]\{1,64\}\$$/, (key) => `${key || 'id'}-1`],
+  [/^\^\[0-9a-fA-F\]\{0,128\}\$$/, () => 'abcdef0123456789'],
 ];
 
 function sampleString(schema: Schema, key: string): string {
@@ -33,7 +34,7 @@ function sampleString(schema: Schema, key: string): string {
   if (typeof schema.pattern === 'string') {
     const known = PATTERN_SAMPLES.find(([pattern]) => pattern.test(schema.pattern as string));
     if (!known) throw new Error(`no sample for the pattern ${schema.pattern} (add one to PATTERN_SAMPLES)`);
-    return known[1];
+    return known[1](key);
   }
   const minLength = typeof schema.minLength === 'number' ? schema.minLength : 1;
   return 'x'.repeat(Math.max(1, minLength));

@@ -198,3 +198,77 @@ describe('redactUrl', () => {
     expect(redacted).toContain('otter:***@db');
   });
 });
+
+describe('device message limits and the MQTT share group', () => {
+  it('defaults: 64 KiB payloads, a backlog of 20,000, the share group named after QUEUE_PREFIX', () => {
+    expect(loadConfig({})).toMatchObject({ deviceMessageMaxBytes: 65_536, deviceMessageBacklog: 20_000, mqttShareGroup: 'otter' });
+    expect(loadConfig({ QUEUE_PREFIX: 'otter-eu' }).mqttShareGroup).toBe('otter-eu');
+    expect(loadConfig({ QUEUE_PREFIX: 'otter-eu', MQTT_SHARE_GROUP: 'fleet-a' }).mqttShareGroup).toBe('fleet-a');
+    expect(loadConfig({ DEVICE_MESSAGE_MAX_BYTES: '4096', DEVICE_MESSAGE_BACKLOG: '500' })).toMatchObject({ deviceMessageMaxBytes: 4096, deviceMessageBacklog: 500 });
+  });
+
+  it.each([
+    [{ MQTT_SHARE_GROUP: 'a/b' }, /MQTT_SHARE_GROUP/],
+    [{ MQTT_SHARE_GROUP: 'a+' }, /MQTT_SHARE_GROUP/],
+    [{ MQTT_SHARE_GROUP: '#' }, /MQTT_SHARE_GROUP/],
+    [{ MQTT_SHARE_GROUP: 'a b' }, /MQTT_SHARE_GROUP/],
+    // the default comes from QUEUE_PREFIX, which may hold what a share name may not
+    [{ QUEUE_PREFIX: 'otter/eu' }, /MQTT_SHARE_GROUP \(default: QUEUE_PREFIX\)/],
+    [{ DEVICE_MESSAGE_MAX_BYTES: '100' }, /DEVICE_MESSAGE_MAX_BYTES/],
+    [{ DEVICE_MESSAGE_BACKLOG: '0' }, /DEVICE_MESSAGE_BACKLOG/],
+  ])('refuses %o', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});
+
+describe('device trust: self-registration and the per-device message rate', () => {
+  it('defaults: no self-registration, 20 messages a second per device in bursts of 40', () => {
+    expect(loadConfig({})).toMatchObject({ deviceSelfRegistration: false, deviceMessageRate: 20, deviceMessageBurst: 40 });
+  });
+
+  it('reads them; the burst defaults to twice the rate, and a rate of 0 turns the limit off', () => {
+    expect(loadConfig({ DEVICE_SELF_REGISTRATION: 'true' }).deviceSelfRegistration).toBe(true);
+    expect(loadConfig({ DEVICE_SELF_REGISTRATION: 'false' }).deviceSelfRegistration).toBe(false);
+    expect(loadConfig({ DEVICE_MESSAGE_RATE: '50' })).toMatchObject({ deviceMessageRate: 50, deviceMessageBurst: 100 });
+    expect(loadConfig({ DEVICE_MESSAGE_RATE: '5', DEVICE_MESSAGE_BURST: '8' })).toMatchObject({ deviceMessageRate: 5, deviceMessageBurst: 8 });
+    expect(loadConfig({ DEVICE_MESSAGE_RATE: '0' }).deviceMessageRate).toBe(0);
+  });
+
+  it.each([
+    [{ DEVICE_SELF_REGISTRATION: 'yes' }, /DEVICE_SELF_REGISTRATION/],
+    [{ DEVICE_MESSAGE_RATE: '-1' }, /DEVICE_MESSAGE_RATE/],
+    [{ DEVICE_MESSAGE_RATE: '20/40' }, /DEVICE_MESSAGE_RATE/],
+    [{ DEVICE_MESSAGE_BURST: '0' }, /DEVICE_MESSAGE_BURST/],
+  ])('refuses %o', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});
+
+describe('device CA and TLS to the broker', () => {
+  it('has no CA and a certificate lifetime of 825 days by default', () => {
+    expect(loadConfig({})).toMatchObject({ deviceCaCertFile: undefined, deviceCaKeyFile: undefined, deviceCrlFile: undefined, deviceCertDays: 825, mqttCaFile: undefined });
+  });
+
+  it('reads the CA files together, and the TLS files with an mqtts:// URL', () => {
+    expect(loadConfig({ DEVICE_CA_CERT_FILE: 'ca.crt', DEVICE_CA_KEY_FILE: 'ca.key', DEVICE_CRL_FILE: 'crl.pem', DEVICE_CERT_DAYS: '365' }))
+      .toMatchObject({ deviceCaCertFile: 'ca.crt', deviceCaKeyFile: 'ca.key', deviceCrlFile: 'crl.pem', deviceCertDays: 365 });
+    expect(loadConfig({ MQTT_URL: 'mqtts://broker:8883', MQTT_CA_FILE: 'ca.pem', MQTT_CERT_FILE: 'c.pem', MQTT_KEY_FILE: 'k.pem' }))
+      .toMatchObject({ mqttCaFile: 'ca.pem', mqttCertFile: 'c.pem', mqttKeyFile: 'k.pem' });
+  });
+
+  it('lets MQTT_USERNAME and MQTT_PASSWORD take the place of credentials in MQTT_URL', () => {
+    expect(loadConfig({ MQTT_URL: 'mqtt://a:b@broker:1883' }).mqttUrl).toBe('mqtt://a:b@broker:1883');
+    expect(loadConfig({ MQTT_URL: 'mqtt://a:b@broker:1883', MQTT_USERNAME: 'otter', MQTT_PASSWORD: 'p' }))
+      .toMatchObject({ mqttUrl: 'mqtt://broker:1883', mqttUsername: 'otter', mqttPassword: 'p' });
+  });
+
+  it.each([
+    [{ DEVICE_CA_CERT_FILE: 'ca.crt', DEVICE_CA_KEY_FILE: 'ca.key' }, /DEVICE_CRL_FILE/],
+    [{ DEVICE_CRL_FILE: 'crl.pem' }, /DEVICE_CA_CERT_FILE/],
+    [{ DEVICE_CERT_DAYS: '0' }, /DEVICE_CERT_DAYS/],
+    [{ MQTT_CA_FILE: 'ca.pem' }, /TLS MQTT_URL/],
+    [{ MQTT_URL: 'mqtts://broker:8883', MQTT_CERT_FILE: 'c.pem' }, /MQTT_KEY_FILE/],
+  ])('refuses %o', (env, message) => {
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+});

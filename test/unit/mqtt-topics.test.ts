@@ -106,11 +106,17 @@ describe('outboundTopic', () => {
 });
 
 describe('inboundSubscriptions', () => {
-  it('are shared subscriptions of the group: the two one-level inbound topics, and every deeper firmware topic', () => {
+  it('are shared subscriptions of the group: the two one-level inbound topics, and every deeper firmware topic, direct and under gateways', () => {
     expect(inboundSubscriptions('otter')).toEqual([
       '$share/otter//+/+/firmware/report',
       '$share/otter//+/+/firmware/pull',
       '$share/otter//+/+/firmware/+/+/#',
+      '$share/otter//+/+/child/+/firmware/report',
+      '$share/otter//+/+/child/+/firmware/pull',
+      '$share/otter//+/+/child/+/firmware/+/+/#',
+      '$share/otter//+/+/child-reply/+/firmware/report',
+      '$share/otter//+/+/child-reply/+/firmware/pull',
+      '$share/otter//+/+/child-reply/+/firmware/+/+/#',
     ]);
     expect(inboundSubscriptions('workers-b')[0]).toBe('$share/workers-b//+/+/firmware/report');
   });
@@ -163,4 +169,73 @@ describe('isOutboundTopic', () => {
       expect(isOutboundTopic(topic)).toBe(false);
     },
   );
+});
+
+describe('child devices behind a gateway', () => {
+  const gateway = { gatewayId: 'gw-1', gatewayProductId: 'gw-prod' };
+
+  it.each([
+    ['child', 'upgrade/reply', 'UPGRADE_FIRMWARE_REPLY'],
+    ['child', 'upgrade/progress', 'UPGRADE_FIRMWARE_PROGRESS'],
+    ['child', 'pull', 'REQUEST_FIRMWARE'],
+    ['child', 'report', 'REPORT_FIRMWARE'],
+    ['child', 'read/reply', 'READ_FIRMWARE_REPLY'],
+    ['child-reply', 'upgrade/reply', 'UPGRADE_FIRMWARE_REPLY'],
+    ['child-reply', 'upgrade/progress', 'UPGRADE_FIRMWARE_PROGRESS'],
+    ['child-reply', 'read/reply', 'READ_FIRMWARE_REPLY'],
+  ])('/gw-prod/gw-1/%s/c-1/firmware/%s → %s for the child, through the gateway', (level, suffix, messageType) => {
+    const parsed = parseInboundTopic(`/gw-prod/gw-1/${level}/c-1/firmware/${suffix}`);
+    expect(parsed).toEqual({ deviceId: 'c-1', messageType, gateway });
+    // the topic names the gateway's product, never the child's
+    expect(parsed?.productId).toBeUndefined();
+  });
+
+  it.each([
+    '/gw-prod/gw-1/child/c-1/firmware/upgrade',
+    '/gw-prod/gw-1/child/c-1/firmware/unknown',
+    '/gw-prod/gw-1/child//firmware/report',
+    '/gw-prod/gw-1/child/c-1/report',
+    '/gw-prod/gw-1/children/c-1/firmware/report',
+    '/gw-prod/gw-1/child/c-1/x/firmware/report',
+  ])('%j is not an inbound topic', (topic) => {
+    expect(parseInboundTopic(topic)).toBeUndefined();
+  });
+
+  it("a child's messages go to the gateway's child topics, with the child's id", () => {
+    expect(outboundTopic('UPGRADE_FIRMWARE', 'child-prod', 'c-1', gateway)).toBe('/gw-prod/gw-1/child/c-1/firmware/upgrade');
+    expect(outboundTopic('REQUEST_FIRMWARE_REPLY', 'child-prod', 'c-1', gateway)).toBe('/gw-prod/gw-1/child/c-1/firmware/pull/reply');
+    expect(outboundTopic('READ_FIRMWARE', 'child-prod', 'c-1', gateway)).toBe('/gw-prod/gw-1/child/c-1/firmware/read');
+    expect(outboundTopic('UPGRADE_FIRMWARE', 'child-prod', 'c-1', null)).toBe('/child-prod/c-1/firmware/upgrade');
+  });
+
+  it("the platform's own child messages are outbound, do not parse as inbound, and its pushes and reads are not subscribed to", () => {
+    const filters = inboundSubscriptions('otter').map((s) => unshared(s, 'otter'));
+    for (const type of ['UPGRADE_FIRMWARE', 'REQUEST_FIRMWARE_REPLY', 'READ_FIRMWARE'] as const) {
+      const topic = outboundTopic(type, 'child-prod', 'c-1', gateway);
+      expect(isOutboundTopic(topic), topic).toBe(true);
+      expect(parseInboundTopic(topic), topic).toBeUndefined();
+    }
+    for (const topic of ['/gw-prod/gw-1/child/c-1/firmware/upgrade', '/gw-prod/gw-1/child/c-1/firmware/read']) {
+      expect(filters.some((filter) => matches(filter, topic)), topic).toBe(false);
+    }
+  });
+
+  it("a device's reply on child-reply is not taken for the platform's own", () => {
+    expect(isOutboundTopic('/gw-prod/gw-1/child-reply/c-1/firmware/pull/reply')).toBe(false);
+    expect(isOutboundTopic('/gw-prod/gw-1/child/c-1/firmware/upgrade/reply')).toBe(false);
+  });
+
+  it('every inbound child topic is subscribed to by exactly one filter (nothing arrives twice)', () => {
+    const filters = inboundSubscriptions('otter').map((s) => unshared(s, 'otter'));
+    const topics = [
+      ...INBOUND_TOPICS,
+      ...INBOUND_TOPICS.map((t) => t.replace('/prod-1/dev-1/', '/gw-prod/gw-1/child/c-1/')),
+      ...INBOUND_TOPICS.map((t) => t.replace('/prod-1/dev-1/', '/gw-prod/gw-1/child-reply/c-1/')),
+      '/p/d/firmware/child/x/firmware/report',
+      '/p/d/child/x/firmware/a/b/c',
+    ];
+    for (const topic of topics) {
+      expect(filters.filter((filter) => matches(filter, topic)), topic).toHaveLength(1);
+    }
+  });
 });

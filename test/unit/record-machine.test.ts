@@ -535,6 +535,23 @@ describe('pull mode', () => {
     expect(again.record.attemptStartedAt).toBe(NOW + 5 * SECOND);
   });
 
+  it('a push task\'s waiting record handed to a device that pulls: the send is a "pulled" event', () => {
+    const result = transition(WAITING, { type: 'send', now: NOW, messageId: 'req-1', pulled: true }, PUSH);
+    expect(result.events).toEqual([{ type: 'pulled', attempt: 1 }]);
+    expect(result.record).toMatchObject({ state: 'processing', attempts: 1, messageId: 'req-1', deadlineAt: NOW + 600 * SECOND });
+    // and, being processing now, it cannot be sent a second time
+    expect(transition(result.record, { type: 'send', now: NOW + 1, messageId: 'push-1' }, PUSH).changed).toBe(false);
+  });
+
+  it('a push retry that is not due yet starts when the device pulls; a running attempt is not restarted', () => {
+    const backingOff = transition(PROCESSING, { type: 'send_error', now: NOW, detail: 'no route' }, PUSH).record;
+    expect(backingOff.retryAt).not.toBeNull();
+    const pulled = transition(backingOff, { type: 'send', now: NOW + SECOND, messageId: 'req-2', pulled: true }, PUSH);
+    expect(pulled.events).toEqual([{ type: 'pulled', attempt: 2 }]);
+    expect(pulled.record).toMatchObject({ state: 'processing', attempts: 2, retryAt: null });
+    expect(transition(PROCESSING, { type: 'send', now: NOW, messageId: 'req-3', pulled: true }, PUSH).changed).toBe(false);
+  });
+
   it('a pull-mode failure with no retry left fails like push', () => {
     const result = transition({ ...PROCESSING, attempts: 3 }, { type: 'deadline', now: AFTER_DEADLINE }, PULL);
     expect(result.record.state).toBe('failed');
