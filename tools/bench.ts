@@ -27,11 +27,15 @@ const { values } = parseArgs({
     single: { type: 'boolean', default: false, description: 'one ROLE=all process instead of ROLE=api + ROLE=worker' },
     workers: { type: 'string', default: '1', description: 'how many ROLE=worker processes beside the ROLE=api one' },
     'worker-nice': { type: 'string', default: '10', description: 'CPU priority (nice) of the worker processes and of their scheduling group' },
+    'device-limits': { type: 'string', default: 'on', description: 'on: the device edge limits at their defaults; off: rate limit off, size and backlog caps at their maximum (to measure what they cost)' },
   },
   strict: true,
 });
 
 const N = Number(values.devices);
+if (values['device-limits'] !== 'on' && values['device-limits'] !== 'off') throw new Error('--device-limits is on or off');
+/** The device edge's limits as loose as the configuration allows: what `--device-limits off` runs with. */
+const DEVICE_LIMITS_OFF = { DEVICE_MESSAGE_RATE: '0', DEVICE_MESSAGE_MAX_BYTES: String(16 * 1024 * 1024), DEVICE_MESSAGE_BACKLOG: '1000000' };
 // The recommended shape on one host (README, Scaling): the API in its own process, the workers in
 // others at a lower CPU priority, so requests are answered promptly while the rollout saturates the machine.
 const split = !values.single;
@@ -163,7 +167,7 @@ async function removeEverything(): Promise<void> {
   if (storage) await rm(storage, { recursive: true, force: true });
 }
 
-async function main(): Promise<Record<string, number>> {
+async function main(): Promise<Record<string, number | string>> {
   broker = await startBroker({ ownSession: true });
   storage = await mkdtemp(path.join(os.tmpdir(), 'otter-bench-'));
   const port = await freePort();
@@ -173,13 +177,14 @@ async function main(): Promise<Record<string, number>> {
   const redis = new Redis(REDIS_URL);
   const redisBaseline = await redisUsedMemory(redis);
 
-  say(`bench: ${N} devices; service on :${port} (${split ? `ROLE=api + ${values.workers} ROLE=worker` : 'ROLE=all'}), broker ${broker.url}`);
+  say(`bench: ${N} devices; service on :${port} (${split ? `ROLE=api + ${values.workers} ROLE=worker` : 'ROLE=all'}), broker ${broker.plainUrl}`);
   const serviceEnv = {
     ...process.env,
     HOST: '127.0.0.1',
     DATABASE_URL: dbUrl.toString(),
     REDIS_URL,
     MQTT_URL: broker.url,
+    ...broker.serviceEnv,
     API_KEYS: apiKey,
     QUEUE_PREFIX: prefix,
     STORAGE_DIR: storage,
@@ -187,6 +192,7 @@ async function main(): Promise<Record<string, number>> {
     PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
     WORKER_CONCURRENCY: values.concurrency,
     LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
+    ...(values['device-limits'] === 'off' ? DEVICE_LIMITS_OFF : {}),
   };
   const startProcess = (role: string, listenPort: number) =>
     spawn(process.execPath, [...SERVICE_NODE_FLAGS, ...(values['cpu-prof'] ? ['--cpu-prof', '--cpu-prof-dir=.bench'] : []), 'service/main.ts'], {
@@ -269,6 +275,7 @@ async function main(): Promise<Record<string, number>> {
   redis.disconnect();
   return {
     devices: N,
+    deviceLimits: values['device-limits'],
     success: final.stats.success,
     releaseSeconds: Number(releaseSeconds.toFixed(3)),
     rolloutSeconds: Number(rolloutSeconds.toFixed(3)),
