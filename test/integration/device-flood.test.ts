@@ -3,6 +3,7 @@
 // the rest, and the rollout takes about as long as the same rollout without the flood. Also: the
 // ignored-event cap holds under concurrent writers, and a record answers its latest 1,000 events.
 import mqtt, { type MqttClient } from 'mqtt';
+import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
@@ -26,6 +27,8 @@ let t: TestApp;
 let flooder: MqttClient;
 let firmwareId: string;
 const fleets: Fleet[] = [];
+/** Every line the service logs at info and above: what an operator's log store would receive. */
+const logLines: string[] = [];
 
 /** otter_device_messages_total as /metrics shows it, summed over the series matching `labels`. */
 async function scraped(labels: Record<string, string>): Promise<number> {
@@ -91,7 +94,7 @@ async function flood(): Promise<number> {
 
 beforeAll(async () => {
   broker = await startBroker();
-  t = await buildTestApp({ ROLE: 'all', MQTT_URL: broker.url });
+  t = await buildTestApp({ ROLE: 'all', MQTT_URL: broker.url }, { logger: pino({ level: 'info' }, { write: (line: string) => logLines.push(line) }) });
   firmwareId = await createFirmware(t.app, t.auth, PRODUCT, TARGET, 2);
   flooder = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: 'flooder', reconnectPeriod: 0, properties: { receiveMaximum: 65_535 } });
   // the flooder upgrades like any device first: its finished record is what the flood is about
@@ -154,6 +157,15 @@ describe('a device flooding 5,000 messages during a rollout of 1,000 others', ()
     expect(limited).toBeGreaterThanOrEqual(sent - allowed);
     // no other device was limited
     expect(await scraped({ result: 'refused', reason: 'rate_limited' })).toBe(limited);
+  });
+
+  it('writes a handful of log lines about the floods, not one per message', async () => {
+    const aboutFlood = logLines.filter((line) => line.includes('rate_limited') || line.includes(FLOODER));
+    // once per reason per 10 s: the first refusal at once, then a count for each 10 s it went on
+    expect(aboutFlood.length).toBeGreaterThan(0);
+    expect(aboutFlood.length).toBeLessThanOrEqual(3 * floods.length + 2);
+    expect(logLines.length).toBeLessThan(100);
+    for (const line of logLines) expect(line.length).toBeLessThan(4_000);
   });
 
   it("keeps 20 ignored events on the flooder's timeline and counts every ignored message in ignoredEvents", async () => {

@@ -3,10 +3,9 @@
 // exactly the good ones change the database, every refused one answers its reason and is counted
 // in otter_device_messages_total; REQUEST_FIRMWARE is answered in the response; reports are
 // ordered by the device's own timestamp. (The same refusals over MQTT: device-messages.test.ts.)
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
+import { PlatformSink } from '../helpers/platform-sink.ts';
 import { createFirmware, createTask, registerDevices, taskStats } from '../helpers/rollout.ts';
 
 const PRODUCT = 'rest-p';
@@ -30,35 +29,8 @@ interface SentMessage {
   messageId: string;
 }
 
-/** The platform's side of the http connector: takes every platform → device message. */
-class PlatformSink {
-  readonly received: SentMessage[] = [];
-  url = '';
-  private readonly server = http.createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      this.received.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as SentMessage);
-      response.writeHead(204).end();
-    });
-  });
 
-  async start(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/`;
-  }
-
-  upgradeFor(deviceId: string): SentMessage | undefined {
-    return this.received.find((m) => m.messageType === 'UPGRADE_FIRMWARE' && m.deviceId === deviceId);
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-let sink: PlatformSink;
+let sink: PlatformSink<SentMessage>;
 let t: TestApp;
 let pushTaskId: string;
 let firmwareId: string;
@@ -121,7 +93,7 @@ function progress(deviceId: string, extra: Record<string, unknown> = {}): Record
 }
 
 beforeAll(async () => {
-  sink = new PlatformSink();
+  sink = new PlatformSink<SentMessage>();
   await sink.start();
   t = await buildTestApp({ ROLE: 'all', CONNECTOR: 'http', HTTP_CONNECTOR_URL: sink.url, HTTP_CONNECTOR_SECRET: 'secret' });
   await registerDevices(t.app, t.auth, PRODUCT, [...PUSHED, ...IDLE, PULLER], '1.0.0');

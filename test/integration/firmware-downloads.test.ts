@@ -3,13 +3,12 @@
 // request included, HEAD not) adds exactly one `downloaded` event to its active record, however many
 // requests race; and while a task of a firmware has active records its file and the fields devices
 // are told cannot change (409 firmware_in_use), until the records are final or canceled.
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { signDownloadUrl } from '../../core/download-url.ts';
 import { noteFirstDownloads } from '../../db/queries/download-events.ts';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
+import { PlatformSink } from '../helpers/platform-sink.ts';
 import { createTask, registerDevices } from '../helpers/rollout.ts';
 
 const PRODUCT = 'dl-p';
@@ -27,35 +26,8 @@ interface Upgrade {
   url: string;
 }
 
-/** Takes every platform → device message (the http connector's platform side). */
-class PlatformSink {
-  readonly received: Upgrade[] = [];
-  url = '';
-  private readonly server = http.createServer((request, response) => {
-    const chunks: Buffer[] = [];
-    request.on('data', (chunk: Buffer) => chunks.push(chunk));
-    request.on('end', () => {
-      this.received.push(JSON.parse(Buffer.concat(chunks).toString('utf8')) as Upgrade);
-      response.writeHead(204).end();
-    });
-  });
 
-  async start(): Promise<void> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}/`;
-  }
-
-  upgradeFor(deviceId: string): Upgrade | undefined {
-    return this.received.find((m) => m.messageType === 'UPGRADE_FIRMWARE' && m.deviceId === deviceId);
-  }
-
-  async stop(): Promise<void> {
-    this.server.closeAllConnections();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
-  }
-}
-
-let sink: PlatformSink;
+let sink: PlatformSink<Upgrade>;
 let t: TestApp;
 let firmwareX: string;
 let firmwareY: string;
@@ -128,7 +100,7 @@ async function settleNotes(): Promise<void> {
 }
 
 beforeAll(async () => {
-  sink = new PlatformSink();
+  sink = new PlatformSink<Upgrade>();
   await sink.start();
   t = await buildTestApp({ ROLE: 'all', CONNECTOR: 'http', HTTP_CONNECTOR_URL: sink.url, HTTP_CONNECTOR_SECRET: 'secret' });
   await registerDevices(t.app, t.auth, PRODUCT, [...PUSHED, PULLER, RACER, ...SENTINELS], '1.0.0');
