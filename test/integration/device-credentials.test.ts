@@ -38,10 +38,11 @@ function openssl(args: string[], input?: string): { status: number | null; outpu
   return { status: result.status, output: `${result.stdout}${result.stderr}` };
 }
 
-/** The serials in the CRL file, upper-case hex as openssl prints them, and its CRL number. */
+/** The serials in the CRL file (upper-case hex without leading zeros, as serialOf gives them), and its CRL number. */
 async function crlContents(): Promise<{ serials: string[]; number: number; verified: boolean }> {
   const text = openssl(['crl', '-in', crlFile, '-CAfile', caFile, '-noout', '-text']).output;
-  const serials = [...text.matchAll(/Serial Number: ([0-9A-F]+)/g)].map((match) => match[1]!);
+  // openssl prints a serial in whole bytes: one whose first byte is below 0x10 starts with a 0
+  const serials = [...text.matchAll(/Serial Number: ([0-9A-F]+)/g)].map((match) => match[1]!.replace(/^0+/, ''));
   const number = Number(/CRL Number:\s*\n?\s*(\d+)/.exec(text)?.[1] ?? Number.NaN);
   return { serials, number, verified: /verify OK/.test(text) };
 }
