@@ -79,7 +79,7 @@ declare module 'fastify' {
 /** `full`: the whole API; `ops`: only health, readiness and metrics (what a ROLE=worker process serves). */
 export type AppSurface = 'full' | 'ops';
 
-/** Paths behind the API key (CONTRACT §3). */
+/** Paths behind the API key (docs/rest-api.md#authentication). */
 function behindKey(path: string): boolean {
   return path === '/api' || path.startsWith('/api/') || path.startsWith('/metrics') || path.startsWith('/admin/queues');
 }
@@ -131,7 +131,7 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
   app.decorate('readWaiters', context.readWaiters);
   app.decorate('metrics', context.metrics);
 
-  // one log line per request, at debug (CONTRACT §9)
+  // one log line per request, at debug (docs/operations.md#logs)
   app.addHook('onResponse', async (request, reply) => {
     request.log.debug(
       { method: request.method, url: request.url, statusCode: reply.statusCode, ms: Math.round(reply.elapsedTime) },

@@ -1,4 +1,4 @@
-// Configuration: the environment of CONTRACT §2, parsed and validated once at start.
+// Configuration: the environment of docs/operations.md#configuration, parsed and validated once at start.
 // Pure: it reads the env object it is given, so tests can build any configuration.
 import { randomBytes } from 'node:crypto';
 import { OtterError } from './errors.ts';

@@ -1,5 +1,5 @@
 // Typed errors: every failure the API or a worker reports carries a stable machine `code`
-// (CONTRACT §4) and, where it reaches HTTP, the status to answer with.
+// (docs/rest-api.md#errors) and, where it reaches HTTP, the status to answer with.
 
 /** One problem of a refused request: a JSON Pointer into what was sent, and what is wrong there. */
 export interface ErrorDetail {

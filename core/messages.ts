@@ -1,4 +1,4 @@
-// Device messages of CONTRACT §5 (JetLinks' firmware messages): their types, and the decoder
+// Device messages of docs/device-protocol.md (JetLinks' firmware messages): their types, and the decoder
 // that turns what a connector received into a typed message or a refusal with a stable reason.
 import { Type, type Static } from 'typebox';
 import { Compile } from 'typebox/compile';

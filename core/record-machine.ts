@@ -1,4 +1,4 @@
-// The upgrade record state machine (CONTRACT §8) as one pure function: a record's state and an
+// The upgrade record state machine (docs/states-and-rules.md#upgrade-records) as one pure function: a record's state and an
 // input (a send, a device message, a deadline, a cancel) give the record's next state, the events
 // to append to its timeline, and what the job that follows it must do. No I/O: the database layer
 // applies the result with a guarded update, so a repeated or racing input changes nothing twice.

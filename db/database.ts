@@ -1,5 +1,5 @@
 // kysely's view of the schema (db/migrations). Column names are snake_case in SQL and in these
-// types; the API layer maps them to the contract's camelCase.
+// types; the API layer maps them to the API's camelCase.
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;

@@ -1,4 +1,4 @@
-// The connector interface (CONTRACT §7): how Otter talks to devices. The `mqtt` and `http`
+// The connector interface (docs/device-protocol.md#custom-connectors): how Otter talks to devices. The `mqtt` and `http`
 // connectors implement it, and so can a module of your own, loaded with CONNECTOR=./my-connector.js.
 //
 // A connector module's default export is a factory `(context) => Connector`.

@@ -1,4 +1,4 @@
-// The `http` connector (CONTRACT §6), for platforms that terminate device protocols themselves:
+// The `http` connector (docs/device-protocol.md#the-http-connector), for platforms that terminate device protocols themselves:
 // each platform → device message is POSTed to HTTP_CONNECTOR_URL with an HMAC-SHA256 signature;
 // device messages come back through POST /api/device-messages.
 import { createHmac } from 'node:crypto';

@@ -1,5 +1,5 @@
 // Picks the connector named by CONNECTOR: `mqtt`, `http`, or a path to a module whose default
-// export is a ConnectorFactory (CONTRACT §7).
+// export is a ConnectorFactory (docs/device-protocol.md#custom-connectors).
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { OtterError } from '../core/errors.ts';

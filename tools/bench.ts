@@ -1,4 +1,4 @@
-// `npm run bench -- --devices N [--json]` (CONTRACT §9): a full push rollout to N simulated devices
+// `npm run bench -- --devices N [--json]` (docs/operations.md#the-benchmark): a full push rollout to N simulated devices
 // over a real broker, with the service in a separate process so its memory can be read, and — in
 // the same run, on the same Redis — raw BullMQ throughput with empty jobs, so the ratio holds on a
 // noisy machine. Cleans up after itself: its database, queue keys, storage and broker.

@@ -1,4 +1,4 @@
-// `npm run simulate -- --devices N --product P [...]`: a simulated fleet over MQTT (CONTRACT §1).
+// `npm run simulate -- --devices N --product P [...]`: a simulated fleet over MQTT (docs/operations.md#commands).
 // With --api and --api-key it registers the devices with Otter first (over REST: Otter does not take
 // unknown devices from MQTT unless DEVICE_SELF_REGISTRATION=true).
 // With --gateways N the devices sit behind N simulated gateways and talk on their child topics.

@@ -1,4 +1,4 @@
-// Device-pulled upgrades (CONTRACT §8 "Pull", §11): a RequestFirmwareMessage from a device with an
+// Device-pulled upgrades (docs/states-and-rules.md#push-and-pull): a RequestFirmwareMessage from a device with an
 // active record starts an attempt — the record becomes `processing`, the timeout clock starts at the
 // reply — and a parked job enforces the deadline. As JetLinks does, a device that asks is answered
 // for its active record in any task that is not held: a push task's waiting record too (released,

@@ -65,7 +65,7 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
         case 'fail':
           throw new UnrecoverableError(plan.reason);
         case 'drop':
-          // a canceled record leaves no job behind (CONTRACT §4 cancel); BullMQ reads this option
+          // a canceled record leaves no job behind (docs/states-and-rules.md#tasks, cancel); BullMQ reads this option
           // from the job object when it moves the job to completed
           job.opts.removeOnComplete = true;
           return { dropped: plan.reason };

@@ -1,4 +1,4 @@
-// API-key authentication (CONTRACT §3): `Authorization: Bearer <key>`, or HTTP Basic with the key
+// API-key authentication (docs/rest-api.md#authentication): `Authorization: Bearer <key>`, or HTTP Basic with the key
 // as password so a browser can open bull-board. Routes opt in with `onRequest: app.authenticate`.
 // A client that keeps presenting wrong keys is refused with 429 for a while; a valid key always passes.
 import type { FastifyReply, FastifyRequest } from 'fastify';

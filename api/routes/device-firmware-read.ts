@@ -1,4 +1,4 @@
-// POST /api/devices/{id}/firmware/read (CONTRACT §4): asks a device for its firmware with
+// POST /api/devices/{id}/firmware/read (docs/rest-api.md#devices): asks a device for its firmware with
 // ReadFirmwareMessage and answers its reply (also stored), or 504 device_timeout.
 import { randomUUID } from 'node:crypto';
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';

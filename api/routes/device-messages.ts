@@ -1,4 +1,4 @@
-// POST /api/device-messages (CONTRACT §4): device messages from platforms that terminate device
+// POST /api/device-messages (docs/rest-api.md#device-messages): device messages from platforms that terminate device
 // protocols themselves — one message or up to 1,000. Each is judged alone: a bad one is refused with
 // its reason, the others are applied; a REQUEST_FIRMWARE gets its reply in the answer.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
@@ -15,7 +15,7 @@ const DeviceMessage = Type.Object(
     deviceId: Type.Optional(Type.String()),
     productId: Type.Optional(Type.String()),
   },
-  { additionalProperties: true, description: 'a message of CONTRACT §5 with its messageType, deviceId and (for an unregistered device) productId' },
+  { additionalProperties: true, description: 'a device message (docs/device-protocol.md) with its messageType, deviceId and (for an unregistered device) productId' },
 );
 
 // The items of an array are not constrained here at all: a message without a messageType, with a

@@ -1,4 +1,4 @@
-// Device routes (CONTRACT §4 "Devices"): bulk upsert, list, detail with the active upgrade,
+// Device routes (docs/rest-api.md#devices): bulk upsert, list, detail with the active upgrade,
 // delete, and the device's upgrade history. Thin handlers over db/queries.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';

@@ -1,4 +1,4 @@
-// Firmware file downloads for devices (CONTRACT §3, §4): open with a valid, unexpired signed URL
+// Firmware file downloads for devices (docs/rest-api.md#firmware-files): open with a valid, unexpired signed URL
 // made for one device, or with an API key. HEAD, Range and ETag come from @fastify/static. A
 // device's first download of an attempt is noted on its record's timeline.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';

@@ -1,4 +1,4 @@
-// The firmware catalogue (CONTRACT §4 Firmware): create, list, read, change, delete, and upload
+// The firmware catalogue (docs/rest-api.md#firmware): create, list, read, change, delete, and upload
 // a firmware's file. Registered inside the authenticated /api scope.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import fastifyMultipart from '@fastify/multipart';

@@ -1,4 +1,4 @@
-// Liveness and readiness (CONTRACT §9). Open without a key, for orchestrators.
+// Liveness and readiness (docs/operations.md#health-and-readiness). Open without a key, for orchestrators.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 

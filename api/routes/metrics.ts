@@ -1,4 +1,4 @@
-// GET /metrics: Prometheus text of this process (CONTRACT §9), behind the API key.
+// GET /metrics: Prometheus text of this process (docs/operations.md#metrics), behind the API key.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 

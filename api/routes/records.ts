@@ -1,4 +1,4 @@
-// One upgrade record with its event timeline (CONTRACT §4 `GET /api/records/{id}`).
+// One upgrade record with its event timeline (docs/rest-api.md#records).
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import { Type } from 'typebox';
 import { notFound } from '../../core/errors.ts';

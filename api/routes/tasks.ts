@@ -1,4 +1,4 @@
-// Upgrade task routes (CONTRACT §4 "Upgrade tasks"): create, read, list, update, delete, release,
+// Upgrade task routes (docs/rest-api.md#upgrade-tasks): create, read, list, update, delete, release,
 // push, pause, resume, cancel, retry, and the task's records. Thin handlers over TaskService.
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { preValidationHookHandler } from 'fastify';

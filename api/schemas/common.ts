@@ -2,7 +2,7 @@
 import { Type, type TSchema } from 'typebox';
 import { IDEMPOTENCY_KEY_PATTERN } from '../../core/idempotency.ts';
 
-/** Device and product ids: 1–64 characters of A-Z a-z 0-9 _ - . : (CONTRACT §4). */
+/** Device and product ids: 1–64 characters of A-Z a-z 0-9 _ - . : (docs/rest-api.md#conventions). */
 export const EntityId = Type.String({ pattern: '^[A-Za-z0-9_.:-]{1,64}$', minLength: 1, maxLength: 64 });
 export const Uuid = Type.String({ format: 'uuid' });
 export const Timestamp = Type.String({ format: 'date-time' });
@@ -55,7 +55,7 @@ export function paging(query: { page?: number; pageSize?: number }): { page: num
   return { page, pageSize, offset: (page - 1) * pageSize };
 }
 
-/** ISO-8601 text of a time from the database (CONTRACT §4: times are ISO strings). */
+/** ISO-8601 text of a time from the database (docs/rest-api.md#conventions: times are ISO strings). */
 export function iso(value: Date | string | null | undefined): string | null {
   if (value === null || value === undefined) return null;
   return (value instanceof Date ? value : new Date(value)).toISOString();

@@ -1,4 +1,4 @@
-// Devices as the API takes and shows them (CONTRACT §4 "Devices"), and the row → JSON mapper.
+// Devices as the API takes and shows them (docs/rest-api.md#devices), and the row → JSON mapper.
 import { Type, type Static } from 'typebox';
 import type { DeviceRow } from '../../db/database.ts';
 import { EntityId, NullableTimestamp, Page, PagingQuery, Timestamp, iso } from './common.ts';

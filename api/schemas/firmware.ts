@@ -1,4 +1,4 @@
-// Schemas of the firmware catalogue routes (CONTRACT §4 Firmware) and the mapping between the
+// Schemas of the firmware catalogue routes (docs/rest-api.md#firmware) and the mapping between the
 // API's camelCase firmware object and the snake_case row.
 import { Type, type Static, type TSchema } from 'typebox';
 import type { FirmwareRow, FirmwareUpdate, NewFirmwareRow } from '../../db/database.ts';

@@ -1,4 +1,4 @@
-// Upgrade records and their event timelines as the API shows them (CONTRACT §8), and the
+// Upgrade records and their event timelines as the API shows them (docs/states-and-rules.md#upgrade-records), and the
 // mappers from the database rows. Shared by the device, task and record routes.
 import { Type, type Static } from 'typebox';
 import type { RecordEventRow, RecordRow } from '../../db/database.ts';
@@ -94,7 +94,7 @@ export function recordToJson(row: RecordRow): UpgradeRecordJson {
 export function eventToJson(row: RecordEventRow): RecordEventJson {
   const event: RecordEventJson = {
     at: row.at.toISOString(),
-    // the column is plain text; Otter only ever writes the contract's event types into it
+    // the column is plain text; Otter only ever writes the documented event types into it (docs/states-and-rules.md#record-events)
     type: row.type as RecordEventTypeName,
     attempt: row.attempt,
   };

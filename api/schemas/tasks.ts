@@ -1,4 +1,4 @@
-// Upgrade tasks as the API takes and shows them (CONTRACT §4 "Upgrade tasks"), and the mapper
+// Upgrade tasks as the API takes and shows them (docs/rest-api.md#upgrade-tasks), and the mapper
 // from the database row.
 import { Type, type Static } from 'typebox';
 import type { TaskRow } from '../../db/database.ts';

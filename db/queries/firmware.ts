@@ -1,5 +1,5 @@
 // SQL of the firmware catalogue: create, find, list, change, delete, and record an uploaded file.
-// A taken (product, versionOrder) pair surfaces as the contract's 409 firmware_version_exists. What
+// A taken (product, versionOrder) pair surfaces as the documented 409 firmware_version_exists. What
 // devices are told about a firmware is frozen while a task of it has active records.
 import { sql, type Transaction } from 'kysely';
 import { conflict } from '../../core/errors.ts';

@@ -1,5 +1,5 @@
 // Releasing a task to devices: one set-based statement classifies every candidate device (skip
-// reasons of CONTRACT §4) and inserts a `waiting` record with its `released` event for each of the
+// reasons of docs/states-and-rules.md#release) and inserts a `waiting` record with its `released` event for each of the
 // others — whether the fleet has ten devices or a hundred thousand.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';

@@ -16,7 +16,7 @@ export async function completeFinishedTasks(db: Db, taskIds: readonly string[]):
   return rows.map((row) => row.id);
 }
 
-/** Tasks among `taskIds` that reached their abort threshold (CONTRACT §8 `abort`). */
+/** Tasks among `taskIds` that reached their abort threshold (docs/states-and-rules.md#abort). */
 export async function tasksPastAbortThreshold(db: Db, taskIds: readonly string[]): Promise<string[]> {
   if (taskIds.length === 0) return [];
   const { rows } = await sql<{ id: string }>`

@@ -1,4 +1,4 @@
-// An example connector (CONTRACT §7): a template for your own protocol. Instead of a network it
+// An example connector (docs/device-protocol.md#custom-connectors): a template for your own protocol. Instead of a network it
 // answers every message itself, as a device that upgrades at once would — handy for trying Otter
 // without a broker. Load it with CONNECTOR=./protocols/examples/loopback-connector.ts
 //

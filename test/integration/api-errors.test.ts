@@ -1,4 +1,4 @@
-// The one error shape of CONTRACT §4 — { statusCode, code, error, message }, nothing more, never a
+// The one error shape of docs/rest-api.md#errors — { statusCode, code, error, message }, nothing more, never a
 // stack trace — for the failures every route shares: unknown route, malformed or empty JSON,
 // a body over the limit, a content type the API does not take.
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';

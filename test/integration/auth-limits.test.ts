@@ -1,4 +1,4 @@
-// Failed authentication is rate limited per client address (CONTRACT §3 hardening): after too many
+// Failed authentication is rate limited per client address (docs/rest-api.md#authentication, failed attempts): after too many
 // wrong keys in a window, requests from that address without a valid key answer 429
 // `too_many_failed_attempts` with Retry-After until the window passes; a valid key always passes.
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';

@@ -1,5 +1,5 @@
-// Authentication (CONTRACT §3): every /api route described in the OpenAPI document, and every
-// route of the contract's §4 tables, refuses a request without a valid key with 401
+// Authentication (docs/rest-api.md#authentication): every /api route described in the OpenAPI document, and every
+// route of docs/rest-api.md, refuses a request without a valid key with 401
 // `unauthorized`; a key works as Bearer token and as Basic password; health and docs stay open.
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,8 +21,8 @@ interface OpenApiDocument {
 const UUID = '0b6c2f6e-3f4a-4c1e-9d51-7a2e5c8b9f10';
 const METHODS: Method[] = ['GET', 'HEAD', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS'];
 
-/** The routes of CONTRACT §4, checked whether or not they are in the document yet. */
-const CONTRACT_ROUTES: [Method, string][] = [
+/** The routes of docs/rest-api.md, checked whether or not they are in the document yet. */
+const DOCUMENTED_ROUTES: [Method, string][] = [
   ['POST', '/api/firmware'],
   ['GET', '/api/firmware'],
   ['GET', '/api/firmware/{id}'],
@@ -142,7 +142,7 @@ describe('authentication', () => {
   });
 
   it('refuses every route of the contract without a valid key, written or not', async () => {
-    for (const [method, path] of CONTRACT_ROUTES) {
+    for (const [method, path] of DOCUMENTED_ROUTES) {
       const url = concretePath(path);
       for (const [what, headers] of WRONG_CREDENTIALS) {
         const response = await test.app.inject(request(method, url, headers));

@@ -1,4 +1,4 @@
-// POST /api/device-messages (CONTRACT §4, §5, §8): device messages from a platform that terminates
+// POST /api/device-messages (docs/rest-api.md#device-messages): device messages from a platform that terminates
 // device protocols itself. Each message stands alone: in a batch mixing good and bad messages
 // exactly the good ones change the database, every refused one answers its reason and is counted
 // in otter_device_messages_total; REQUEST_FIRMWARE is answered in the response; reports are

@@ -1,4 +1,4 @@
-// Device messages over a real broker (CONTRACT §5, §8): progress that arrives twice, out of order,
+// Device messages over a real broker (docs/device-protocol.md, docs/states-and-rules.md): progress that arrives twice, out of order,
 // after the record is final, for another version, for an unknown device, or as malformed JSON
 // changes nothing it should not; each refused message is counted in
 // otter_device_messages_total{result="refused",reason=…}; and the service keeps running.

@@ -1,4 +1,4 @@
-// POST /api/devices/{id}/firmware/read (CONTRACT §4): a ReadFirmwareMessage goes to a simulated
+// POST /api/devices/{id}/firmware/read (docs/rest-api.md#devices): a ReadFirmwareMessage goes to a simulated
 // device over a real broker; its reply is answered (and stored on the device), a silent device is
 // a 504 device_timeout within the asked time. With split processes the reply reaches a worker
 // through the shared subscription and travels to the waiting API process over Redis pub/sub.

@@ -1,7 +1,7 @@
 // Fuzzing the real API (ROLE api) with fast-check, fixed seeds: 2,000 requests with random methods,
 // paths of the OpenAPI document with garbage parameters (traversal, very long, unicode, %00),
 // random query strings and random or non-JSON bodies, with and without the key. Never a 5xx, every
-// error in the one shape of CONTRACT §4 without a stack trace, and a refused request changes nothing.
+// error in the one shape of docs/rest-api.md#errors without a stack trace, and a refused request changes nothing.
 import fc from 'fast-check';
 import type { InjectOptions, LightMyRequestResponse } from 'fastify';
 import { sql } from 'kysely';
@@ -52,8 +52,8 @@ const PRODUCT = 'fuzz-p';
 const DEVICES = ['fuzz-1', 'fuzz-2', 'fuzz-3'];
 const READ_PATH = '/api/devices/{id}/firmware/read';
 
-/** Field names of the contract's bodies, messages and queries, given values of any type. */
-const CONTRACT_FIELDS = [
+/** Field names of the API's bodies, messages and queries (docs/rest-api.md), given values of any type. */
+const API_FIELDS = [
   'productId', 'name', 'version', 'versionOrder', 'url', 'sign', 'signMethod', 'size', 'properties', 'description',
   'firmwareId', 'mode', 'timeoutSeconds', 'responseTimeoutSeconds', 'retry', 'rollout', 'abort', 'startAt',
   'allDevices', 'fromVersions', 'deviceIds', 'push', 'states', 'includeProcessing', 'devices', 'id', 'firmwareVersion',
@@ -184,7 +184,7 @@ const anyValue = fc.oneof(
   fc.array(fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.constant(null)), { maxLength: 5 }),
 );
 
-const contractObject = fc.dictionary(fc.constantFrom(...CONTRACT_FIELDS), anyValue, { maxKeys: 6 });
+const contractObject = fc.dictionary(fc.constantFrom(...API_FIELDS), anyValue, { maxKeys: 6 });
 
 /** A valid body for each JSON route of the contract, by `METHOD path`. */
 function validBodies(): Record<string, Array<Record<string, unknown>>> {
@@ -219,7 +219,7 @@ function nearValid(route: Route) {
   const own = all[`${route.method} ${route.path}`];
   const bases = own && own.length > 0 ? own : Object.values(all).flat();
   return fc
-    .tuple(fc.constantFrom(...bases), fc.dictionary(fc.constantFrom(...CONTRACT_FIELDS), anyValue, { maxKeys: 2 }), fc.boolean())
+    .tuple(fc.constantFrom(...bases), fc.dictionary(fc.constantFrom(...API_FIELDS), anyValue, { maxKeys: 2 }), fc.boolean())
     .map(([base, replaced, keep]) => (keep ? base : { ...base, ...replaced }));
 }
 

@@ -1,4 +1,4 @@
-// The push rollout with the `http` connector (CONTRACT §6): every UpgradeFirmwareMessage is POSTed
+// The push rollout with the `http` connector (docs/device-protocol.md#the-http-connector): every UpgradeFirmwareMessage is POSTed
 // to a platform receiver that checks its X-Otter-Signature, and the platform brings the devices'
 // acknowledgements and progress back through POST /api/device-messages over real HTTP. A receiver
 // answering 500 makes the attempt a send_error: sent again when the task retries send errors,

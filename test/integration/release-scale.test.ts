@@ -1,4 +1,4 @@
-// Releasing a task to a fleet of 100,000 registered devices (CONTRACT §4: "Releasing to 100,000
+// Releasing a task to a fleet of 100,000 registered devices (docs/rest-api.md#rollout-control: "Releasing to 100,000
 // devices answers within seconds"): the counts and skip reasons are exact — devices already on the
 // version, busy in another task, unknown ids — and the time is printed. The generous bound here
 // only catches a release gone quadratic; the real target lives in the benchmark.

@@ -1,4 +1,4 @@
-// Attempts, timeouts and retries over a real broker (CONTRACT §8): a device that never answers is
+// Attempts, timeouts and retries over a real broker (docs/states-and-rules.md#attempts-timeouts-and-retries): a device that never answers is
 // sent the upgrade again after timeout + backoff × 2^(n−1), up to maxAttempts, then fails with
 // `timeout`; one that rejects the push fails as `rejected: …` unless the task retries rejections;
 // responseTimeoutSeconds ends a silent attempt early; a device failure is retried when asked.

@@ -1,4 +1,4 @@
-// Start-up as an operator sees it (CONTRACT §1, §2): a missing dependency gives one clear line and
+// Start-up as an operator sees it (docs/operations.md#start-up-and-shutdown): a missing dependency gives one clear line and
 // exit code 1; a healthy start serves the API and stops cleanly on SIGTERM; migrate creates the
 // database and is safe to run concurrently. The machine's real services are never stopped: the
 // "missing" ones are URLs at a port nothing listens on.

@@ -1,4 +1,4 @@
-// The upgrade task routes against real Postgres (CONTRACT §4 "Upgrade tasks"): create with its
+// The upgrade task routes against real Postgres (docs/rest-api.md#upgrade-tasks): create with its
 // defaults and refusals, list, patch, delete, release with every skip reason, push, pause/resume,
 // cancel, retry, the task's records and one record's timeline. ROLE api: nothing is dispatched.
 import type { InjectOptions } from 'fastify';

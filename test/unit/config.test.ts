@@ -1,9 +1,9 @@
-// loadConfig against CONTRACT §2: every default, every refusal, and redaction of secrets.
+// loadConfig against docs/operations.md#configuration: every default, every refusal, and redaction of secrets.
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig, redactUrl } from '../../core/config.ts';
 import { OtterError } from '../../core/errors.ts';
 
-describe('loadConfig defaults (CONTRACT §2)', () => {
+describe('loadConfig defaults (docs/operations.md#configuration)', () => {
   const config = loadConfig({});
 
   it('has the contract defaults', () => {
@@ -150,7 +150,7 @@ describe('loadConfig refuses bad values with a message naming the variable', () 
   });
 });
 
-describe('API keys (CONTRACT §3: never run open)', () => {
+describe('API keys (docs/rest-api.md#authentication: never run open)', () => {
   it('generates one random key when API_KEYS is unset', () => {
     const first = loadConfig({});
     const second = loadConfig({});

@@ -1,4 +1,4 @@
-// decodeDeviceMessage against CONTRACT §5: the five inbound messages decoded, and every refusal
+// decodeDeviceMessage against docs/device-protocol.md: the five inbound messages decoded, and every refusal
 // with its stable reason; plus a property test that no input makes it throw.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -509,10 +509,10 @@ describe('property: decodeDeviceMessage never throws and never lets a bad id thr
     );
   });
 
-  // CONTRACT §4: "Device ids and product ids: 1–64 characters of A-Z a-z 0-9 _ - . :". The MQTT
+  // docs/rest-api.md#conventions: "Device, product and gateway ids are 1–64 characters of A-Z a-z 0-9 _ - . :". The MQTT
   // connector passes the topic's levels through unchecked, and the decoder validates only payload
   // ids, so `/prod-1/dev 1/firmware/report` is accepted for device "dev 1" (and a report registers it).
-  it('CONTRACT: ids taken from the transport are validated like payload ids', () => {
+  it('ids taken from the transport are validated like payload ids', () => {
     fc.assert(
       fc.property(messageType, fc.string({ maxLength: 80 }), fc.string({ maxLength: 80 }), body, (type, productId, deviceId, payload) => {
         check({ messageType: type, productId, deviceId, body: payload });
@@ -521,7 +521,7 @@ describe('property: decodeDeviceMessage never throws and never lets a bad id thr
     );
   });
 
-  it('CONTRACT: a report from a topic whose device id is not an id is refused', () => {
+  it('a report from a topic whose device id is not an id is refused', () => {
     const result = decodeDeviceMessage({ messageType: 'REPORT_FIRMWARE', productId: 'prod-1', deviceId: 'dev 1', body: { version: '1' } });
     expect(isRefusal(result)).toBe(true);
   });

@@ -1,4 +1,4 @@
-// The MQTT topics of CONTRACT §5: inbound topics parsed into ids and message type, outbound topics
+// The MQTT topics of docs/device-protocol.md#topics: inbound topics parsed into ids and message type, outbound topics
 // built, and the shared subscriptions the service makes.
 import { describe, expect, it } from 'vitest';
 import { inboundSubscriptions, isOutboundTopic, outboundTopic, parseInboundTopic } from '../../protocols/mqtt-topics.ts';

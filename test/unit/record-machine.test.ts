@@ -1,4 +1,4 @@
-// The upgrade record state machine against CONTRACT §8: every state × every input, then the rules
+// The upgrade record state machine against docs/states-and-rules.md: every state × every input, then the rules
 // one by one (retries and their backoff, pull mode, progress, final records, deadlines).
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
@@ -384,7 +384,7 @@ describe('transition: every state × every input (push policy, retry on timeout 
   });
 });
 
-describe('retry decisions (CONTRACT §8)', () => {
+describe('retry decisions (docs/states-and-rules.md)', () => {
   const failures: Array<[FailureReason, RecordInput, string]> = [
     ['timeout', { type: 'deadline', now: AFTER_DEADLINE }, 'timeout'],
     ['send_error', { type: 'send_error', now: AFTER_DEADLINE, detail: 'ECONNREFUSED' }, 'send_error: ECONNREFUSED'],
@@ -651,7 +651,7 @@ describe('progress', () => {
   });
 });
 
-describe('final records change nothing (CONTRACT §8)', () => {
+describe('final records change nothing (docs/states-and-rules.md)', () => {
   const finals = [SUCCESS, FAILED, CANCELED];
   const messages = (Object.keys(MESSAGE_DESCRIPTIONS) as InputName[]).map((name) => INPUTS[name]);
 
@@ -769,10 +769,11 @@ describe('deadlines', () => {
     expect(transition(open, { type: 'deadline', now: AFTER_DEADLINE * 2 }, PUSH)).toEqual({ changed: false, record: open, events: [], wakeJob: false });
   });
 
-  // CONTRACT §4 (task body): "responseTimeoutSeconds: no message at all from the device in this time
-  // ends the attempt early". A ReportFirmwareMessage is a device → platform message (§5) and is
+  // docs/states-and-rules.md#attempts-timeouts-and-retries: responseTimeoutSeconds ends an attempt early
+  // only when the device sends no message at all. A ReportFirmwareMessage is a device → platform
+  // message (docs/device-protocol.md#topics) and is
   // accepted (stored), but the machine does not count a report of another version as "heard".
-  it('CONTRACT: a firmware report of another version is a message from the device, so the response deadline does not fire', () => {
+  it('a firmware report of another version is a message from the device, so the response deadline does not fire', () => {
     const reported = transition(SILENT, { type: 'report', now: NOW, version: '1.0.0' }, PUSH);
     const later = transition(reported.record, { type: 'deadline', now: AFTER_RESPONSE_DEADLINE }, PUSH);
     expect(later.record.state).toBe('processing');
