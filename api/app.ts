@@ -20,6 +20,7 @@ import errorHandler, { describeFrameworkError, errorBody } from './plugins/error
 import { OtterError } from '../core/errors.ts';
 import auth from './plugins/auth.ts';
 import idempotency from './plugins/idempotency.ts';
+import audit from './plugins/audit.ts';
 import swagger from './plugins/swagger.ts';
 import healthRoutes from './routes/health.ts';
 import firmwareRoutes from './routes/firmware.ts';
@@ -28,6 +29,8 @@ import deviceRoutes from './routes/devices.ts';
 import deviceCredentialRoutes from './routes/device-credentials.ts';
 import taskRoutes from './routes/tasks.ts';
 import recordRoutes from './routes/records.ts';
+import recordExportRoutes from './routes/record-export.ts';
+import auditRoutes from './routes/audit.ts';
 import deviceMessageRoutes from './routes/device-messages.ts';
 import deviceFirmwareReadRoutes from './routes/device-firmware-read.ts';
 import metricsRoutes from './routes/metrics.ts';
@@ -153,6 +156,7 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
   if (surface === 'ops') return app;
 
   await app.register(idempotency);
+  await app.register(audit, { db: context.db, logger: context.logger, retentionDays: context.config.auditRetentionDays });
   await mountBullBoard(app, [context.queue]);
   await app.register(firmwareFileRoutes);
   await app.register(async (api) => {
@@ -167,6 +171,8 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
     await api.register(deviceRoutes);
     await api.register(taskRoutes);
     await api.register(recordRoutes);
+    await api.register(recordExportRoutes);
+    await api.register(auditRoutes);
     await api.register(deviceMessageRoutes);
     await api.register(deviceFirmwareReadRoutes);
   }, { prefix: '/api' });

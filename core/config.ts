@@ -56,6 +56,8 @@ export interface Config {
   deviceMessageBacklog: number;
   /** The MQTT shared-subscription group ($share/<group>/…); one per deployment. */
   mqttShareGroup: string;
+  /** Days the audit log keeps an entry. */
+  auditRetentionDays: number;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -196,6 +198,7 @@ export function loadConfig(env: Env = process.env): Config {
     ...brokerTlsFiles(env),
     ...deviceCaFiles(env),
     deviceCertDays: integer(env, 'DEVICE_CERT_DAYS', 825, 1, 7300),
+    auditRetentionDays: integer(env, 'AUDIT_RETENTION_DAYS', 90, 1, 36500),
     connector,
     httpConnectorUrl,
     httpConnectorSecret: env.HTTP_CONNECTOR_SECRET || undefined,

@@ -34,6 +34,15 @@ export function unprocessable(code: string, message: string): OtterError {
   return new OtterError(code, message, 422);
 }
 
+/**
+ * The request's If-Match names a revision the resource no longer has (412): someone changed it
+ * since the caller read it. Nothing was written.
+ */
+export function preconditionFailed(what: string, id: string, currentRevision?: number): OtterError {
+  const now = currentRevision === undefined ? '' : ` (its ETag is now "${currentRevision}")`;
+  return new OtterError('precondition_failed', `${what} ${id} has changed since the If-Match ETag was read${now}; read it again and retry`, 412);
+}
+
 export function validationError(message: string, details?: ErrorDetail[]): OtterError {
   return new OtterError('validation_error', message, 400, details);
 }

@@ -42,6 +42,8 @@ export interface FirmwareTable {
   has_file: Generated<boolean>;
   created_at: CreatedAt;
   updated_at: Timestamp;
+  /** Raised by every change; the ETag, checked against If-Match. */
+  revision: Generated<number>;
 }
 
 export interface DeviceTable {
@@ -81,6 +83,8 @@ export interface UpgradeTaskTable {
   canceled: Generated<number>;
   created_at: CreatedAt;
   updated_at: Timestamp;
+  /** Raised by a change of settings or state, not by the record counters; the ETag, checked against If-Match. */
+  revision: Generated<number>;
 }
 
 export interface UpgradeRecordTable {
@@ -150,6 +154,18 @@ export interface DeviceCertificateTable {
   revoked_at: Timestamp | null;
 }
 
+export interface AuditLogTable {
+  id: Generated<number>;
+  at: Timestamp;
+  key_fingerprint: string;
+  role: string;
+  method: string;
+  path: string;
+  target_type: string | null;
+  target_id: string | null;
+  status: number;
+}
+
 export interface Database {
   firmware: FirmwareTable;
   devices: DeviceTable;
@@ -158,6 +174,7 @@ export interface Database {
   record_events: RecordEventTable;
   idempotency_keys: IdempotencyKeyTable;
   device_certificates: DeviceCertificateTable;
+  audit_log: AuditLogTable;
 }
 
 export type FirmwareRow = Selectable<FirmwareTable>;
@@ -168,3 +185,5 @@ export type TaskRow = Selectable<UpgradeTaskTable>;
 export type RecordRow = Selectable<UpgradeRecordTable>;
 export type RecordEventRow = Selectable<RecordEventTable>;
 export type IdempotencyKeyRow = Selectable<IdempotencyKeyTable>;
+export type AuditLogRow = Selectable<AuditLogTable>;
+export type NewAuditLogRow = Insertable<AuditLogTable>;

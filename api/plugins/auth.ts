@@ -6,8 +6,8 @@ import fp from 'fastify-plugin';
 import fastifyAuth from '@fastify/auth';
 import fastifyBearerAuth from '@fastify/bearer-auth';
 import fastifyBasicAuth from '@fastify/basic-auth';
-import { apiKeyFingerprint, createKeyMatcher } from '../../core/api-keys.ts';
-import { tooManyFailedAttempts, unauthorized } from '../../core/errors.ts';
+import { apiKeyFingerprint, auditKeyFingerprint, createKeyMatcher, roleOfKey, type ApiRole } from '../../core/api-keys.ts';
+import { forbidden, tooManyFailedAttempts, unauthorized } from '../../core/errors.ts';
 import { DEFAULT_FAILED_AUTH_LIMITS, FailedAuthLimiter, clientAddressKey, type FailedAuthLimits } from './failed-auth-limiter.ts';
 
 declare module 'fastify' {
@@ -17,6 +17,10 @@ declare module 'fastify' {
   interface FastifyRequest {
     /** A hash naming the API key the request was authenticated with (never the key); null before. */
     apiKeyHash: string | null;
+    /** The key's short fingerprint for the audit log (never the key); null before authentication. */
+    keyFingerprint: string | null;
+    /** The role of the key the request was authenticated with; null before authentication. */
+    role: ApiRole | null;
   }
 }
 
@@ -26,14 +30,27 @@ export interface AuthOptions {
   failedAttempts?: FailedAuthLimits;
 }
 
+/** A preHandler for routes only some roles may use: anyone else authenticated gets 403 `forbidden`. */
+export function requireRole(...roles: ApiRole[]) {
+  return async function checkRole(request: FastifyRequest): Promise<void> {
+    if (request.role === null || !roles.includes(request.role)) {
+      throw forbidden('forbidden', `this needs the ${roles.join(' or ')} role`);
+    }
+  };
+}
+
 export default fp<AuthOptions>(async function auth(app, options) {
   const matches = createKeyMatcher(options.apiKeys);
   const limiter = new FailedAuthLimiter(options.failedAttempts ?? DEFAULT_FAILED_AUTH_LIMITS);
   app.decorateRequest('apiKeyHash', null);
+  app.decorateRequest('keyFingerprint', null);
+  app.decorateRequest('role', null);
 
   function accept(key: string, request: FastifyRequest): boolean {
     if (!matches(key)) return false;
     request.apiKeyHash = apiKeyFingerprint(key);
+    request.keyFingerprint = auditKeyFingerprint(key);
+    request.role = roleOfKey(key);
     return true;
   }
 

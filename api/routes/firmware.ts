@@ -5,7 +5,7 @@ import fastifyMultipart from '@fastify/multipart';
 import type { FastifyReply, FastifyRequest } from 'fastify';
 import { Readable } from 'node:stream';
 import { Type } from 'typebox';
-import { conflict, notFound, OtterError, validationError } from '../../core/errors.ts';
+import { conflict, notFound, OtterError, preconditionFailed, validationError } from '../../core/errors.ts';
 import { firmwareFilePath } from '../../core/download-url.ts';
 import {
   deleteUnusedFirmware,
@@ -17,7 +17,7 @@ import {
   updateFirmware,
   type FrozenColumn,
 } from '../../db/queries/firmware.ts';
-import { ErrorReply, UuidParams, paging } from '../schemas/common.ts';
+import { ErrorReply, IfMatchHeaders, UuidParams, etagOf, ifMatchRevisions, paging } from '../schemas/common.ts';
 import { FileTooLargeError } from '../services/firmware-storage.ts';
 import {
   CreateFirmwareBody,
@@ -62,7 +62,7 @@ const catalogueRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     const row = await insertFirmware(app.db, newFirmwareRow(request.body));
-    return reply.code(201).send(toFirmware(row));
+    return reply.code(201).header('etag', etagOf(row.revision)).send(toFirmware(row));
   });
 
   app.get('/firmware', {
@@ -90,9 +90,10 @@ const catalogueRoutes: FastifyPluginAsyncTypebox = async (app) => {
       params: UuidParams,
       response: { 200: Firmware, 400: ErrorReply, 401: ErrorReply, 404: ErrorReply },
     },
-  }, async (request) => {
+  }, async (request, reply) => {
     const row = await findFirmware(app.db, request.params.id);
     if (!row) throw notFound('firmware', request.params.id);
+    reply.header('etag', etagOf(row.revision));
     return toFirmware(row);
   });
 
@@ -101,17 +102,21 @@ const catalogueRoutes: FastifyPluginAsyncTypebox = async (app) => {
       tags,
       summary: 'Change a firmware',
       description: 'While a task of the firmware has waiting or processing records, a change of productId, version, url, '
-        + 'sign, signMethod, size or properties is refused with 409 firmware_in_use; name, description and versionOrder may change.',
+        + 'sign, signMethod, size or properties is refused with 409 firmware_in_use; name, description and versionOrder may change. '
+        + 'With If-Match, applies only if the firmware is still at that ETag (else 412 precondition_failed).',
       params: UuidParams,
+      headers: IfMatchHeaders,
       body: UpdateFirmwareBody,
-      response: { 200: Firmware, 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 409: ErrorReply },
+      response: { 200: Firmware, 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 409: ErrorReply, 412: ErrorReply },
     },
-  }, async (request) => {
+  }, async (request, reply) => {
     const changes = firmwareChanges(request.body);
     if (Object.keys(changes).length === 0) throw validationError('body must have at least one firmware field');
-    const outcome = await updateFirmware(app.db, request.params.id, changes);
+    const outcome = await updateFirmware(app.db, request.params.id, changes, ifMatchRevisions(request.headers['if-match']));
     if (outcome.kind === 'not_found') throw notFound('firmware', request.params.id);
+    if (outcome.kind === 'stale') throw preconditionFailed('firmware', request.params.id, outcome.revision);
     if (outcome.kind === 'in_use') throw firmwareInUse(request.params.id, outcome.columns.map((column) => FROZEN_FIELD[column]).join(', '));
+    reply.header('etag', etagOf(outcome.row.revision));
     return toFirmware(outcome.row);
   });
 
@@ -119,15 +124,18 @@ const catalogueRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags,
       summary: 'Delete a firmware with its tasks, records and file',
-      description: 'Refused with 409 firmware_in_use while a task of it has waiting or processing records.',
+      description: 'Refused with 409 firmware_in_use while a task of it has waiting or processing records. '
+        + 'With If-Match, deletes only if the firmware is still at that ETag (else 412 precondition_failed).',
       params: UuidParams,
-      response: { 204: Type.Null(), 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 409: ErrorReply },
+      headers: IfMatchHeaders,
+      response: { 204: Type.Null(), 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 409: ErrorReply, 412: ErrorReply },
     },
   }, async (request, reply) => {
     const { id } = request.params;
-    const outcome = await deleteUnusedFirmware(app.db, id);
-    if (outcome === 'not_found') throw notFound('firmware', id);
-    if (outcome === 'in_use') {
+    const outcome = await deleteUnusedFirmware(app.db, id, ifMatchRevisions(request.headers['if-match']));
+    if (outcome.kind === 'not_found') throw notFound('firmware', id);
+    if (outcome.kind === 'stale') throw preconditionFailed('firmware', id, outcome.revision);
+    if (outcome.kind === 'in_use') {
       throw conflict('firmware_in_use', `firmware ${id} has an upgrade task with waiting or processing records`);
     }
     await app.storage.remove(id);
@@ -207,7 +215,7 @@ const uploadRoutes: FastifyPluginAsyncTypebox = async (app) => {
       body: UploadBody,
       response: { 200: Firmware, 400: ErrorReply, 401: ErrorReply, 404: ErrorReply, 409: ErrorReply, 413: ErrorReply, 415: ErrorReply },
     },
-  }, async (request) => {
+  }, async (request, reply) => {
     const { id } = request.params;
     if (!(await findFirmware(app.db, id))) throw notFound('firmware', id);
     // refused before a byte is read; checked again, under lock, when the file is put in place
@@ -223,6 +231,7 @@ const uploadRoutes: FastifyPluginAsyncTypebox = async (app) => {
       }, () => received.commit());
       if (outcome.kind === 'not_found') throw notFound('firmware', id);
       if (outcome.kind === 'in_use') throw firmwareInUse(id, 'the file');
+      reply.header('etag', etagOf(outcome.row.revision));
       return toFirmware(outcome.row);
     } finally {
       await received.discard();

@@ -3,10 +3,10 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { preValidationHookHandler } from 'fastify';
 import { Type } from 'typebox';
-import { conflict, notFound } from '../../core/errors.ts';
+import { conflict, notFound, preconditionFailed } from '../../core/errors.ts';
 import { findFirmware } from '../../db/queries/firmware.ts';
 import { deleteIdleTask, insertTask, listTaskRecords, listTasks, updateTask } from '../../db/queries/tasks.ts';
-import { ErrorReply, IdempotencyHeaders, Page, UuidParams, paging } from '../schemas/common.ts';
+import { ErrorReply, IdempotencyHeaders, IfMatchHeaders, Page, UuidParams, etagOf, ifMatchRevisions, paging } from '../schemas/common.ts';
 import { UpgradeRecord, recordToJson } from '../schemas/records.ts';
 import {
   CancelBody,
@@ -71,7 +71,7 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       abort: body.abort ?? null,
       startAt: body.startAt ?? null,
     });
-    reply.code(201);
+    reply.code(201).header('etag', etagOf(task.revision));
     return taskToJson(task);
   });
 
@@ -86,29 +86,45 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.get('/tasks/:id', {
     schema: { tags, summary: 'One task with its stats (constant time, whatever its size)', params: UuidParams, response: { 200: Task, ...errors } },
-  }, async (request) => taskToJson(await app.tasks.read(request.params.id)));
+  }, async (request, reply) => {
+    const task = await app.tasks.read(request.params.id);
+    reply.header('etag', etagOf(task.revision));
+    return taskToJson(task);
+  });
 
   app.patch('/tasks/:id', {
     schema: {
       tags,
       summary: 'Change a task; applies to what is dispatched from then on',
+      description: 'With If-Match, applies only if the task is still at that ETag (else 412 precondition_failed).',
       params: UuidParams,
+      headers: IfMatchHeaders,
       body: TaskPatchBody,
-      response: { 200: Task, ...errors },
+      response: { 200: Task, ...errors, 412: ErrorReply },
     },
-  }, async (request) => {
-    const updated = await updateTask(app.db, request.params.id, request.body);
-    if (!updated) throw notFound('task', request.params.id);
-    app.dispatchSignal.poke(updated.id);
-    return taskToJson(updated);
+  }, async (request, reply) => {
+    const outcome = await updateTask(app.db, request.params.id, request.body, ifMatchRevisions(request.headers['if-match']));
+    if (outcome.kind === 'not_found') throw notFound('task', request.params.id);
+    if (outcome.kind === 'stale') throw preconditionFailed('task', request.params.id, outcome.revision);
+    app.dispatchSignal.poke(outcome.row.id);
+    reply.header('etag', etagOf(outcome.row.revision));
+    return taskToJson(outcome.row);
   });
 
   app.delete('/tasks/:id', {
-    schema: { tags, summary: 'Delete a task with no waiting or processing records', params: UuidParams, response: { 204: Type.Null(), ...errors } },
+    schema: {
+      tags,
+      summary: 'Delete a task with no waiting or processing records',
+      description: 'With If-Match, deletes only if the task is still at that ETag (else 412 precondition_failed).',
+      params: UuidParams,
+      headers: IfMatchHeaders,
+      response: { 204: Type.Null(), ...errors, 412: ErrorReply },
+    },
   }, async (request, reply) => {
-    const result = await deleteIdleTask(app.db, request.params.id);
-    if (result === 'not_found') throw notFound('task', request.params.id);
-    if (result === 'active') throw conflict('task_active', `task ${request.params.id} has waiting or processing records; cancel them first`);
+    const result = await deleteIdleTask(app.db, request.params.id, ifMatchRevisions(request.headers['if-match']));
+    if (result.kind === 'not_found') throw notFound('task', request.params.id);
+    if (result.kind === 'stale') throw preconditionFailed('task', request.params.id, result.revision);
+    if (result.kind === 'active') throw conflict('task_active', `task ${request.params.id} has waiting or processing records; cancel them first`);
     reply.code(204);
     return null;
   });

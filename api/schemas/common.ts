@@ -38,6 +38,41 @@ export const IdempotencyHeaders = Type.Object({
   })),
 });
 
+/** One entity tag, strong ("3") or weak (W/"3"), as RFC 9110 writes them. */
+const ENTITY_TAG = '(W/)?"[\\x21\\x23-\\x7e]*"';
+/** `*` or a comma-separated list of entity tags. */
+export const IF_MATCH_PATTERN = `^\\s*(\\*|${ENTITY_TAG}(\\s*,\\s*${ENTITY_TAG})*)\\s*$`;
+
+/** The If-Match header of the routes that change or delete one firmware or task. */
+export const IfMatchHeaders = Type.Object({
+  'if-match': Type.Optional(Type.String({
+    maxLength: 1024,
+    pattern: IF_MATCH_PATTERN,
+    description: 'Optimistic concurrency: the ETag of the version the change is based on, e.g. `"3"` (the '
+      + '`revision` in quotes). If the resource has changed since, nothing is written and the answer is 412 '
+      + '`precondition_failed`; read it again and retry. `*` or no header: no check.',
+  })),
+});
+
+/** The strong ETag of a firmware or task at `revision`: the revision in quotes. */
+export function etagOf(revision: number): string {
+  return `"${revision}"`;
+}
+
+/**
+ * The revisions an If-Match header accepts, or undefined when it sets no condition (absent or `*`).
+ * If-Match compares strongly: a weak tag, or one that is not a revision of ours, matches nothing.
+ */
+export function ifMatchRevisions(header: string | string[] | undefined): number[] | undefined {
+  if (header === undefined) return undefined;
+  const tags = (Array.isArray(header) ? header.join(',') : header).split(',').map((tag) => tag.trim());
+  if (tags.includes('*')) return undefined;
+  return tags.flatMap((tag) => {
+    const revision = /^"(\d{1,10})"$/.exec(tag)?.[1];
+    return revision === undefined || Number(revision) > 2 ** 31 - 1 ? [] : [Number(revision)];
+  });
+}
+
 export const ErrorReply = Type.Object({
   statusCode: Type.Integer(),
   code: Type.String({ description: 'stable machine code, e.g. validation_error, not_found, conflict' }),

@@ -87,6 +87,7 @@ export const Firmware = Type.Object({
   properties: Type.Record(Type.String(), Type.String()),
   description: nullable(Type.String()),
   hasFile: Type.Boolean({ description: 'a file was uploaded and is served at `url`' }),
+  revision: Type.Integer({ description: 'raised by every change; the ETag is this number in quotes, for If-Match' }),
   createdAt: Timestamp,
   updatedAt: Timestamp,
 });
@@ -108,6 +109,7 @@ export function toFirmware(row: FirmwareRow): Firmware {
     properties: row.properties ?? {},
     description: row.description,
     hasFile: row.has_file,
+    revision: row.revision,
     createdAt: iso(row.created_at)!,
     updatedAt: iso(row.updated_at)!,
   };

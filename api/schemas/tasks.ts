@@ -94,6 +94,10 @@ export const Task = Type.Object({
   startAt: NullableTimestamp,
   state: TaskState,
   stats: TaskStats,
+  revision: Type.Integer({
+    description: 'raised by every change of the settings or the state (not by the record counters); '
+      + 'the ETag is this number in quotes, for If-Match',
+  }),
   createdAt: Timestamp,
   updatedAt: Timestamp,
 });
@@ -176,6 +180,7 @@ export function taskToJson(row: TaskRow): TaskJson {
       failed: row.failed,
       canceled: row.canceled,
     },
+    revision: row.revision,
     createdAt: iso(row.created_at)!,
     updatedAt: iso(row.updated_at)!,
   };

@@ -7,6 +7,8 @@ import * as applyRecordChanges from './0004_apply_record_changes.ts';
 import * as downloadedEvents from './0005_downloaded_events.ts';
 import * as deviceEdge from './0006_device_edge.ts';
 import * as deviceCertificates from './0007_device_certificates.ts';
+import * as revisions from './0008_revisions.ts';
+import * as auditLog from './0009_audit_log.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
@@ -16,4 +18,6 @@ export const migrations: Record<string, Migration> = {
   '0005_downloaded_events': downloadedEvents,
   '0006_device_edge': deviceEdge,
   '0007_device_certificates': deviceCertificates,
+  '0008_revisions': revisions,
+  '0009_audit_log': auditLog,
 };

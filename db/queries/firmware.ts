@@ -1,6 +1,8 @@
 // SQL of the firmware catalogue: create, find, list, change, delete, and record an uploaded file.
 // A taken (product, versionOrder) pair surfaces as the documented 409 firmware_version_exists. What
-// devices are told about a firmware is frozen while a task of it has active records.
+// devices are told about a firmware is frozen while a task of it has active records. Every change
+// raises `revision`; a change or delete given the revisions it expects writes only if the row still
+// has one of them, checked under the row's lock or in the writing statement itself.
 import { sql, type Transaction } from 'kysely';
 import { conflict } from '../../core/errors.ts';
 import type { Db } from '../connection.ts';
@@ -23,7 +25,10 @@ export interface FirmwareFile {
   signMethod: SignMethod;
 }
 
-export type DeleteOutcome = 'deleted' | 'not_found' | 'in_use';
+/** The revisions a change is based on (from If-Match): it applies only to a row at one of them. */
+export type ExpectedRevisions = readonly number[] | undefined;
+
+export type DeleteOutcome = { kind: 'deleted' } | { kind: 'not_found' } | { kind: 'in_use' } | { kind: 'stale'; revision: number };
 
 /**
  * Columns frozen while the firmware is in use: what devices are handed (version, file, digest,
@@ -37,7 +42,13 @@ export type UpdateOutcome =
   | { kind: 'updated'; row: FirmwareRow }
   | { kind: 'not_found' }
   /** the change would alter `columns` of a firmware in use: nothing was written */
-  | { kind: 'in_use'; columns: FrozenColumn[] };
+  | { kind: 'in_use'; columns: FrozenColumn[] }
+  /** the row is not at an expected revision: nothing was written */
+  | { kind: 'stale'; revision: number };
+
+function matches(revision: number, expected: ExpectedRevisions): boolean {
+  return expected === undefined || expected.includes(revision);
+}
 
 export type FileOutcome = { kind: 'stored'; row: FirmwareRow } | { kind: 'not_found' } | { kind: 'in_use' };
 
@@ -98,22 +109,25 @@ function differs(current: FirmwareRow, column: FrozenColumn, next: unknown): boo
  * Changes a firmware. A change that would alter a frozen column of a firmware in use is refused
  * whole; one that sets a frozen column to its current value is not a change and goes through.
  */
-export async function updateFirmware(db: Db, id: string, changes: FirmwareUpdate): Promise<UpdateOutcome> {
-  const write = (executor: Db | Transaction<Database>) =>
-    translatingConflicts(
-      executor.updateTable('firmware')
-        .set({ ...changes, updated_at: sql<Date>`now()` })
-        .where('id', '=', id)
-        .returningAll()
-        .executeTakeFirst(),
-    );
+export async function updateFirmware(db: Db, id: string, changes: FirmwareUpdate, expected?: ExpectedRevisions): Promise<UpdateOutcome> {
+  const write = (executor: Db | Transaction<Database>) => {
+    let query = executor.updateTable('firmware')
+      .set((eb) => ({ ...changes, revision: eb('revision', '+', 1), updated_at: sql<Date>`now()` }))
+      .where('id', '=', id);
+    // in the statement itself: of two writers expecting one revision, the second finds it gone
+    if (expected !== undefined) query = query.where('revision', 'in', expected.length > 0 ? [...expected] : [-1]);
+    return translatingConflicts(query.returningAll().executeTakeFirst());
+  };
   if (!FROZEN_COLUMNS.some((column) => changes[column] !== undefined)) {
     const row = await write(db);
-    return row ? { kind: 'updated', row } : { kind: 'not_found' };
+    if (row) return { kind: 'updated', row };
+    const current = await findFirmware(db, id);
+    return current ? { kind: 'stale', revision: current.revision } : { kind: 'not_found' };
   }
   return db.transaction().execute(async (trx): Promise<UpdateOutcome> => {
     const current = await lockFirmware(trx, id);
     if (!current) return { kind: 'not_found' };
+    if (!matches(current.revision, expected)) return { kind: 'stale', revision: current.revision };
     const columns = FROZEN_COLUMNS.filter((column) => differs(current, column, changes[column]));
     if (columns.length > 0 && (await firmwareHasActiveTasks(trx, id, { lock: true }))) return { kind: 'in_use', columns };
     const row = await write(trx);
@@ -149,12 +163,14 @@ export async function firmwareHasActiveTasks(db: Db | Transaction<Database>, id:
  * Deletes the firmware (its tasks and records cascade) unless a task of it is active. The row is
  * locked first: creating a task takes a key-share lock on it, so none can slip in between.
  */
-export async function deleteUnusedFirmware(db: Db, id: string): Promise<DeleteOutcome> {
-  return db.transaction().execute(async (trx) => {
-    if (!(await lockFirmware(trx, id))) return 'not_found';
-    if (await firmwareHasActiveTasks(trx, id, { lock: true })) return 'in_use';
+export async function deleteUnusedFirmware(db: Db, id: string, expected?: ExpectedRevisions): Promise<DeleteOutcome> {
+  return db.transaction().execute(async (trx): Promise<DeleteOutcome> => {
+    const current = await lockFirmware(trx, id);
+    if (!current) return { kind: 'not_found' };
+    if (!matches(current.revision, expected)) return { kind: 'stale', revision: current.revision };
+    if (await firmwareHasActiveTasks(trx, id, { lock: true })) return { kind: 'in_use' };
     await trx.deleteFrom('firmware').where('id', '=', id).execute();
-    return 'deleted';
+    return { kind: 'deleted' };
   });
 }
 
@@ -180,6 +196,7 @@ export async function setFirmwareFile(
         sign: file.sign,
         sign_method: file.signMethod,
         has_file: true,
+        revision: sql<number>`revision + 1`,
         updated_at: sql<Date>`now()`,
       })
       .where('id', '=', id)

@@ -9,7 +9,7 @@ import { addTaskCounters, insertRecordEvents } from './record-changes.ts';
 export async function completeFinishedTasks(db: Db, taskIds: readonly string[]): Promise<string[]> {
   if (taskIds.length === 0) return [];
   const { rows } = await sql<{ id: string }>`
-    UPDATE upgrade_tasks SET state = 'completed', updated_at = now()
+    UPDATE upgrade_tasks SET state = 'completed', revision = revision + 1, updated_at = now()
     WHERE id = ANY(${[...taskIds]}::uuid[]) AND state IN ('running', 'paused')
       AND waiting = 0 AND processing = 0 AND total > 0
     RETURNING id`.execute(db);
@@ -84,7 +84,7 @@ export async function abortTask(db: Db, taskId: string): Promise<CanceledRecord[
     // the records first, then the task row: the order in which record batches lock them
     await sql`SELECT 1 FROM upgrade_records WHERE task_id = ${taskId} AND state = 'waiting' ORDER BY id FOR UPDATE`.execute(trx);
     const { rows } = await sql<{ id: string }>`
-      UPDATE upgrade_tasks SET state = 'aborted', updated_at = now()
+      UPDATE upgrade_tasks SET state = 'aborted', revision = revision + 1, updated_at = now()
       WHERE id = ${taskId} AND state IN ('running', 'paused') RETURNING id`.execute(trx);
     if (rows.length === 0) return undefined;
     return cancelRecords(trx, taskId, { states: ['waiting'], message: 'task aborted: failure rate reached its threshold' });

@@ -1,5 +1,7 @@
 // Upgrade tasks: create, read, list, update, delete, guarded state changes, and putting records
-// back to `waiting` for a retry — each a small statement of its own.
+// back to `waiting` for a retry — each a small statement of its own. `revision` rises with every
+// change of the task's settings or state (not with its record counters, which move all through a
+// rollout); a change or delete given the revisions it expects checks them in its own statement.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { AbortPolicy, RecordState, RetryPolicy, RolloutLimits, TaskMode, TaskRow, TaskState } from '../database.ts';
@@ -29,6 +31,17 @@ export interface TaskChanges {
   rollout?: RolloutLimits;
   abort?: AbortPolicy | null;
   startAt?: string | null;
+}
+
+/** The revisions a change is based on (from If-Match): it applies only to a row at one of them. */
+export type ExpectedRevisions = readonly number[] | undefined;
+
+export type TaskUpdateOutcome = { kind: 'updated'; row: TaskRow } | { kind: 'not_found' } | { kind: 'stale'; revision: number };
+export type TaskDeleteOutcome = { kind: 'deleted' } | { kind: 'active' } | { kind: 'not_found' } | { kind: 'stale'; revision: number };
+
+/** Empty: a condition nothing meets (revisions start at 1). */
+function expectedList(expected: readonly number[]): number[] {
+  return expected.length > 0 ? [...expected] : [-1];
 }
 
 export async function insertTask(db: Db, task: NewTask): Promise<TaskRow> {
@@ -74,10 +87,10 @@ export async function listTasks(db: Db, filter: TaskFilter, page: { limit: numbe
   return { rows, total: Number(count.total) };
 }
 
-export async function updateTask(db: Db, id: string, changes: TaskChanges): Promise<TaskRow | undefined> {
-  return db
+export async function updateTask(db: Db, id: string, changes: TaskChanges, expected?: ExpectedRevisions): Promise<TaskUpdateOutcome> {
+  let query = db
     .updateTable('upgrade_tasks')
-    .set({
+    .set((eb) => ({
       ...(changes.name !== undefined ? { name: changes.name } : {}),
       ...(changes.description !== undefined ? { description: changes.description } : {}),
       ...(changes.timeoutSeconds !== undefined ? { timeout_seconds: changes.timeoutSeconds } : {}),
@@ -86,30 +99,42 @@ export async function updateTask(db: Db, id: string, changes: TaskChanges): Prom
       ...(changes.rollout !== undefined ? { rollout: JSON.stringify(changes.rollout) } : {}),
       ...(changes.abort !== undefined ? { abort: changes.abort ? JSON.stringify(changes.abort) : null } : {}),
       ...(changes.startAt !== undefined ? { start_at: changes.startAt } : {}),
+      revision: eb('revision', '+', 1),
       updated_at: sql`now()`,
-    })
-    .where('id', '=', id)
-    .returningAll()
-    .executeTakeFirst();
+    }))
+    .where('id', '=', id);
+  // in the statement itself: of two writers expecting one revision, the second finds it gone
+  if (expected !== undefined) query = query.where('revision', 'in', expectedList(expected));
+  const row = await query.returningAll().executeTakeFirst();
+  if (row) return { kind: 'updated', row };
+  const current = await findTask(db, id);
+  return current ? { kind: 'stale', revision: current.revision } : { kind: 'not_found' };
 }
 
-/** Deletes a task with no waiting or processing records; 'active' when it has some. */
-export async function deleteIdleTask(db: Db, id: string): Promise<'deleted' | 'active' | 'not_found'> {
-  const result = await db
+/**
+ * Deletes a task with no waiting or processing records (and, given `expected`, at one of those
+ * revisions); when it is not deleted, says why: gone, changed, or active.
+ */
+export async function deleteIdleTask(db: Db, id: string, expected?: ExpectedRevisions): Promise<TaskDeleteOutcome> {
+  let query = db
     .deleteFrom('upgrade_tasks')
     .where('id', '=', id)
     .where('waiting', '=', 0)
-    .where('processing', '=', 0)
-    .executeTakeFirst();
-  if (Number(result.numDeletedRows) > 0) return 'deleted';
-  return (await findTask(db, id)) ? 'active' : 'not_found';
+    .where('processing', '=', 0);
+  if (expected !== undefined) query = query.where('revision', 'in', expectedList(expected));
+  const result = await query.executeTakeFirst();
+  if (Number(result.numDeletedRows) > 0) return { kind: 'deleted' };
+  const current = await findTask(db, id);
+  if (!current) return { kind: 'not_found' };
+  if (expected !== undefined && !expected.includes(current.revision)) return { kind: 'stale', revision: current.revision };
+  return { kind: 'active' };
 }
 
 /** Moves a task to `to` if it is in one of `from`; the updated row, or undefined if it was not. */
 export async function moveTaskState(db: Db, id: string, from: readonly TaskState[], to: TaskState): Promise<TaskRow | undefined> {
   return db
     .updateTable('upgrade_tasks')
-    .set({ state: to, updated_at: sql`now()` })
+    .set((eb) => ({ state: to, revision: eb('revision', '+', 1), updated_at: sql`now()` }))
     .where('id', '=', id)
     .where('state', 'in', [...from])
     .returningAll()

@@ -26,6 +26,7 @@ interface FirmwareJson {
   properties: Record<string, string>;
   description: string | null;
   hasFile: boolean;
+  revision: number;
   createdAt: string;
   updatedAt: string;
 }
@@ -72,6 +73,7 @@ describe('POST /api/firmware', () => {
       properties: {},
       description: null,
       hasFile: false,
+      revision: 1,
       createdAt: expect.stringMatching(ISO),
       updatedAt: expect.stringMatching(ISO),
     });
@@ -223,6 +225,7 @@ describe('PATCH /api/firmware/:id', () => {
       properties: { channel: 'beta' },
       url: null,
       signMethod: 'sha256',
+      revision: created.revision + 1,
       updatedAt: expect.stringMatching(ISO),
     });
     expect(Date.parse(patched.updatedAt)).toBeGreaterThan(Date.parse(created.updatedAt));

@@ -272,3 +272,13 @@ describe('device CA and TLS to the broker', () => {
     expect(() => loadConfig(env)).toThrow(message);
   });
 });
+
+describe('AUDIT_RETENTION_DAYS', () => {
+  it('defaults to 90 days, takes 1 to 36,500 and refuses anything else', () => {
+    expect(loadConfig({}).auditRetentionDays).toBe(90);
+    expect(loadConfig({ AUDIT_RETENTION_DAYS: '7' }).auditRetentionDays).toBe(7);
+    for (const bad of ['0', '-1', '1.5', 'forever', '36501']) {
+      expect(() => loadConfig({ AUDIT_RETENTION_DAYS: bad }), bad).toThrow(/AUDIT_RETENTION_DAYS/);
+    }
+  });
+});
