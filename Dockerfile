@@ -1,6 +1,6 @@
 # Otter: one image for every role (ROLE=all|api|worker) and for the simulator.
 # TypeScript runs through tsx at runtime, so the image holds the sources, not a build.
-FROM node:20-slim
+FROM node:22-slim
 
 ENV NODE_ENV=production \
     PORT=3000 \
@@ -24,4 +24,8 @@ EXPOSE 3000
 VOLUME ["/app/data/firmware"]
 
 # health checks live in docker-compose.yml (every role answers /health/* on PORT; the simulator does not)
-CMD ["npm", "start"]
+# The service itself, not `npm start`: npm exits at once on SIGTERM and the container is gone before
+# the graceful shutdown (docs/operations.md#start-up-and-shutdown) has run. The flags are those of
+# package.json's start script. docker-compose.yml adds an init (`init: true`) that forwards signals
+# and reaps; without one, node as PID 1 still shuts down on SIGTERM (it installs its own handlers).
+CMD ["node", "--max-old-space-size=256", "--max-semi-space-size=64", "--import", "tsx", "service/main.ts"]
