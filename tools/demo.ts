@@ -2,7 +2,7 @@
 // mosquitto is installed), migrates and starts Otter, registers and simulates a fleet (a tenth of it
 // behind `--gateways` gateways, 2 by default, the rest direct), uploads a
 // firmware file, creates a task, releases and pushes it, and shows the rollout live until Ctrl-C
-// (`--exit`: until the rollout is done).
+// (`--exit`: until the rollout is done). It prints the console's address and the key to sign in with.
 import { randomBytes } from 'node:crypto';
 import { parseArgs } from 'node:util';
 import cliProgress from 'cli-progress';
@@ -71,7 +71,8 @@ try {
   const address = otter.app!.server.address();
   const port = typeof address === 'object' && address ? address.port : config.port;
   const baseUrl = `http://localhost:${port}`;
-  const apiKey = config.apiKeys[0]!;
+  // a key that may act (API_KEYS may list viewers too)
+  const apiKey = config.apiKeyEntries.find((entry) => entry.role !== 'viewer')?.key ?? config.apiKeys[0]!;
   const client = new OtterClient(baseUrl, apiKey);
 
   const deviceIds = fleetDeviceIds(productId, count);
@@ -118,6 +119,7 @@ try {
   const released = await client.release(task.id, { allDevices: true, push: true });
   out(`task: ${task.id} released to ${released.added} devices and pushed`);
   out('');
+  out(`console:     ${baseUrl}/console   (sign in with the API key; this rollout: ${baseUrl}/console/tasks/${task.id})`);
   out(`API docs:    ${baseUrl}/docs`);
   out(`bull-board:  ${baseUrl}/admin/queues   (any user name, the API key as password)`);
   out(`API key:     ${apiKey}`);

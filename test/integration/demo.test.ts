@@ -46,5 +46,6 @@ describe('npm run demo -- --exit', () => {
     expect(stats.success).toBeGreaterThan(900);
     expect(stdout).toMatch(/API docs: +http:\/\/localhost:\d+\/docs/);
     expect(stdout).toMatch(/bull-board: +http:\/\/localhost:\d+\/admin\/queues/);
+    expect(stdout).toMatch(/console: +http:\/\/localhost:\d+\/console /);
   }, 180_000);
 });
