@@ -13,6 +13,7 @@ import {
   UpsertDevicesBody,
   UpsertDevicesReply,
   deviceToJson,
+  parseTagQuery,
 } from '../schemas/devices.ts';
 import { UpgradeRecord, recordToJson } from '../schemas/records.ts';
 
@@ -23,8 +24,9 @@ const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags,
       summary: 'Register or update up to 10,000 devices in one call',
-      description: 'Upserts by id. An omitted name, firmwareVersion or gatewayId keeps the stored one '
-        + '(gatewayId null takes the device away from its gateway); a device listed twice counts once, with its last entry.',
+      description: 'Upserts by id. An omitted name, firmwareVersion, gatewayId or tags keeps the stored one '
+        + '(gatewayId null takes the device away from its gateway; tags given replace all of them, {} removes them); '
+        + 'a device listed twice counts once, with its last entry.',
       body: UpsertDevicesBody,
       response: { 200: UpsertDevicesReply, 400: ErrorReply },
     },
@@ -40,13 +42,15 @@ const deviceRoutes: FastifyPluginAsyncTypebox = async (app) => {
     schema: {
       tags,
       summary: 'List devices, ordered by id',
+      description: 'Filters combine: `tag=region:eu&tag=hw:rev2` lists the devices having both tags.',
       querystring: DeviceListQuery,
       response: { 200: DevicePage, 400: ErrorReply },
     },
   }, async (request) => {
     const { page, pageSize, offset } = paging(request.query);
-    const { productId, firmwareVersion } = request.query;
-    const { rows, total } = await listDevices(app.db, { productId, firmwareVersion }, { limit: pageSize, offset });
+    const { productId, firmwareVersion, tag } = request.query;
+    const filter = { productId, firmwareVersion, tags: parseTagQuery(tag) };
+    const { rows, total } = await listDevices(app.db, filter, { limit: pageSize, offset });
     return { items: rows.map(deviceToJson), total, page, pageSize };
   });
 

@@ -133,7 +133,7 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     config: idempotent,
     schema: {
       tags,
-      summary: 'Release the task to all devices of its product or to chosen devices',
+      summary: 'Release the task to all devices of its product, to the devices having chosen tags, or to chosen devices',
       description: 'Creates one `waiting` record per device; skips (and counts by reason) devices already on the version, busy in another task, filtered by fromVersions, unknown, or already in this task. `push: true` pushes right away.',
       params: UuidParams,
       headers: IdempotencyHeaders,

@@ -13,48 +13,73 @@ export interface DeviceUpsertInput {
   firmwareVersion?: string | null;
   /** Omitted: the stored value stays; null: the device has no gateway (any more). */
   gatewayId?: string | null;
+  /** Omitted: the stored tags stay; given: they replace all of them (`{}` removes them). */
+  tags?: Record<string, string>;
 }
 
 export interface DeviceFilter {
   productId?: string;
   firmwareVersion?: string;
+  /** Key/value pairs a device must all have. */
+  tags?: ReadonlyArray<readonly [string, string]>;
 }
 
 /**
- * Inserts or updates the devices in one statement, whatever their number (two, in a transaction,
- * when some are taken away from their gateway), and answers how many distinct devices it touched. A device listed twice counts once, with its last entry: ON CONFLICT
- * cannot touch the same row twice in one statement.
+ * Inserts or updates the devices in one statement per kind (devices given with tags, devices
+ * without), whatever their number, plus one when some are taken away from their gateway — in a
+ * transaction when more than one — and answers how many distinct devices it touched. A device listed
+ * twice counts once, with its last entry: ON CONFLICT cannot touch the same row twice in one statement.
  */
 export async function upsertDevices(db: Db, devices: readonly DeviceUpsertInput[]): Promise<number> {
   const byId = new Map<string, DeviceUpsertInput>();
   for (const device of devices) byId.set(device.id, device);
   if (byId.size === 0) return 0;
 
+  // EXCLUDED cannot tell omitted tags (keep them) from given ones in one statement: tags is NOT NULL
+  const tagged: DeviceUpsertInput[] = [];
+  const untagged: DeviceUpsertInput[] = [];
+  const cleared: string[] = [];
+  for (const device of byId.values()) {
+    (device.tags === undefined ? untagged : tagged).push(device);
+    if (device.gatewayId === null) cleared.push(device.id);
+  }
+  const statements = (tagged.length > 0 ? 1 : 0) + (untagged.length > 0 ? 1 : 0) + (cleared.length > 0 ? 1 : 0);
+  if (statements > 1 && !db.isTransaction) {
+    return db.transaction().execute((trx) => upsertDevices(trx, devices));
+  }
+
+  let upserted = 0;
+  if (tagged.length > 0) upserted += await upsertBatch(db, tagged, true);
+  if (untagged.length > 0) upserted += await upsertBatch(db, untagged, false);
+  // EXCLUDED cannot tell an omitted gateway (keep it) from a null one (take it away): the latter here
+  if (cleared.length > 0) {
+    await sql`UPDATE devices SET gateway_id = NULL, updated_at = now() WHERE id = ANY(${cleared}::text[]) AND gateway_id IS NOT NULL`.execute(db);
+  }
+  return upserted;
+}
+
+async function upsertBatch(db: Db, devices: readonly DeviceUpsertInput[], withTags: boolean): Promise<number> {
   const ids: string[] = [];
   const productIds: string[] = [];
   const names: Array<string | null> = [];
   const versions: Array<string | null> = [];
   const gateways: Array<string | null> = [];
-  const cleared: string[] = [];
-  for (const device of byId.values()) {
+  const tags: string[] = [];
+  for (const device of devices) {
     ids.push(device.id);
     productIds.push(device.productId);
     names.push(device.name ?? null);
     versions.push(device.firmwareVersion ?? null);
     gateways.push(device.gatewayId ?? null);
-    if (device.gatewayId === null) cleared.push(device.id);
+    tags.push(JSON.stringify(device.tags ?? {}));
   }
-  if (cleared.length > 0 && !db.isTransaction) {
-    return db.transaction().execute((trx) => upsertDevices(trx, devices));
-  }
-
-  // unnest arrays rather than a multi-row VALUES: five parameters whatever the fleet size
+  // unnest arrays rather than a multi-row VALUES: six parameters whatever the fleet size
   const result = await sql`
-    INSERT INTO devices (id, product_id, name, firmware_version, firmware_reported_at, gateway_id)
+    INSERT INTO devices (id, product_id, name, firmware_version, firmware_reported_at, gateway_id, tags)
     SELECT d.id, d.product_id, d.name, d.firmware_version,
-           CASE WHEN d.firmware_version IS NULL THEN NULL ELSE now() END, d.gateway_id
-      FROM unnest(${ids}::text[], ${productIds}::text[], ${names}::text[], ${versions}::text[], ${gateways}::text[])
-           AS d (id, product_id, name, firmware_version, gateway_id)
+           CASE WHEN d.firmware_version IS NULL THEN NULL ELSE now() END, d.gateway_id, d.tags::jsonb
+      FROM unnest(${ids}::text[], ${productIds}::text[], ${names}::text[], ${versions}::text[], ${gateways}::text[], ${tags}::text[])
+           AS d (id, product_id, name, firmware_version, gateway_id, tags)
     ON CONFLICT (id) DO UPDATE SET
       product_id = EXCLUDED.product_id,
       name = COALESCE(EXCLUDED.name, devices.name),
@@ -62,12 +87,9 @@ export async function upsertDevices(db: Db, devices: readonly DeviceUpsertInput[
       firmware_version = COALESCE(EXCLUDED.firmware_version, devices.firmware_version),
       firmware_reported_at = CASE WHEN EXCLUDED.firmware_version IS NULL
                                   THEN devices.firmware_reported_at ELSE now() END,
+      tags = ${withTags ? sql`EXCLUDED.tags` : sql`devices.tags`},
       updated_at = now()`.execute(db);
-  // EXCLUDED cannot tell an omitted gateway (keep it) from a null one (take it away): the latter here
-  if (cleared.length > 0) {
-    await sql`UPDATE devices SET gateway_id = NULL, updated_at = now() WHERE id = ANY(${cleared}::text[]) AND gateway_id IS NOT NULL`.execute(db);
-  }
-  return Number(result.numAffectedRows ?? byId.size);
+  return Number(result.numAffectedRows ?? devices.length);
 }
 
 /** For each of `deviceIds` that sits behind a gateway: the gateway, and its product (null if it is not registered). */
@@ -93,11 +115,27 @@ export async function listDevices(
   let matching = db.selectFrom('devices');
   if (filter.productId !== undefined) matching = matching.where('product_id', '=', filter.productId);
   if (filter.firmwareVersion !== undefined) matching = matching.where('firmware_version', '=', filter.firmwareVersion);
+  if (filter.tags !== undefined && filter.tags.length > 0) {
+    const wanted = tagsObject(filter.tags);
+    // one containment test, which the GIN index of migration 0012 answers; two values for one key match nothing
+    matching = wanted === null ? matching.where(sql<boolean>`false`) : matching.where(sql<boolean>`tags @> ${JSON.stringify(wanted)}::jsonb`);
+  }
   const [rows, count] = await Promise.all([
     matching.selectAll().orderBy('id').limit(window.limit).offset(window.offset).execute(),
     matching.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow(),
   ]);
   return { rows, total: Number(count.total) };
+}
+
+/** The pairs as one object, or null when a key is asked for with two different values. */
+function tagsObject(pairs: ReadonlyArray<readonly [string, string]>): Record<string, string> | null {
+  // a Map, then fromEntries: a key named __proto__ stays a plain key
+  const wanted = new Map<string, string>();
+  for (const [key, value] of pairs) {
+    if (wanted.has(key) && wanted.get(key) !== value) return null;
+    wanted.set(key, value);
+  }
+  return Object.fromEntries(wanted);
 }
 
 export type DeleteDeviceOutcome = 'deleted' | 'busy' | 'not_found';

@@ -257,6 +257,7 @@ describe('GET /api/devices', () => {
       firmwareProperties: null,
       firmwareReportedAt: null,
       gatewayId: null,
+      tags: {},
       createdAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
       updatedAt: expect.stringMatching(/^\d{4}-\d\d-\d\dT/),
     });
