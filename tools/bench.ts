@@ -16,6 +16,7 @@ import { startBroker, type Broker } from './broker.ts';
 import { freePort } from './ports.ts';
 import { fleetDeviceIds } from './fleet.ts';
 import { OtterClient } from './otter-client.ts';
+import { WebhookReceiver } from './webhook-receiver.ts';
 
 const { values } = parseArgs({
   options: {
@@ -28,12 +29,15 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '1', description: 'how many ROLE=worker processes beside the ROLE=api one' },
     'worker-nice': { type: 'string', default: '10', description: 'CPU priority (nice) of the worker processes and of their scheduling group' },
     'device-limits': { type: 'string', default: 'on', description: 'on: the device edge limits at their defaults; off: rate limit off, size and backlog caps at their maximum (to measure what they cost)' },
+    webhook: { type: 'string', default: 'off', description: 'on: a local receiver gets every record.final and task event through a webhook (to measure what it costs)' },
+    export: { type: 'boolean', default: false, description: "after the rollout, export the task's records as NDJSON and CSV, sampling the processes' RSS" },
   },
   strict: true,
 });
 
 const N = Number(values.devices);
 if (values['device-limits'] !== 'on' && values['device-limits'] !== 'off') throw new Error('--device-limits is on or off');
+if (values.webhook !== 'on' && values.webhook !== 'off') throw new Error('--webhook is on or off');
 /** The device edge's limits as loose as the configuration allows: what `--device-limits off` runs with. */
 const DEVICE_LIMITS_OFF = { DEVICE_MESSAGE_RATE: '0', DEVICE_MESSAGE_MAX_BYTES: String(16 * 1024 * 1024), DEVICE_MESSAGE_BACKLOG: '1000000' };
 // The recommended shape on one host (README, Scaling): the API in its own process, the workers in
@@ -51,6 +55,38 @@ const prefix = `otter-bench-${run}`;
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return 0;
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
+}
+
+/** Resident memory of a process now (VmRSS), in MB. */
+function rssMb(pid: number): number {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
+}
+
+/** CPU time (user + system) a process has used so far, in seconds; 0 once it is gone. */
+function cpuSeconds(pid: number): number {
+  try {
+    // the fields after the command's closing parenthesis: utime and stime are the 12th and 13th, in ticks of 1/100 s
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return 0;
+  }
+}
+
+/**
+ * CPU seconds used so far by the service's processes and by the PostgreSQL backends serving its
+ * database: what a rollout costs, whatever share of a busy machine it got.
+ */
+async function serviceCpu(admin: pg.Client): Promise<Record<string, number>> {
+  const { rows } = await admin.query<{ pid: number }>('SELECT pid FROM pg_stat_activity WHERE datname = $1', [dbName]);
+  return {
+    api: cpuSeconds(service!.pid!),
+    workers: workers.reduce((sum, worker) => sum + cpuSeconds(worker.pid!), 0),
+    postgres: rows.reduce((sum, row) => sum + cpuSeconds(row.pid), 0),
+    fleet: cpuSeconds(fleet!.pid!),
+    bench: process.cpuUsage().user / 1e6 + process.cpuUsage().system / 1e6,
+  };
 }
 
 /** Peak resident memory of a process (VmHWM), in MB. */
@@ -124,6 +160,33 @@ function lowerPriority(pid: number, nice: number): void {
   }
 }
 
+/**
+ * Exports the task's records in `format` through the API, counting lines, while the RSS of `pids`
+ * is sampled every 50 ms: before, the peak during, and after (docs/operations.md#the-benchmark).
+ */
+async function measureExport(baseUrl: string, apiKey: string, taskId: string, format: 'ndjson' | 'csv', pids: Record<string, number>) {
+  const before = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, rssMb(pid)]));
+  const peak = { ...before };
+  const sampler = setInterval(() => {
+    for (const [name, pid] of Object.entries(pids)) peak[name] = Math.max(peak[name]!, rssMb(pid));
+  }, 50);
+  const started = performance.now();
+  const response = await fetch(`${baseUrl}/api/tasks/${taskId}/records/export?format=${format}`, { headers: { authorization: `Bearer ${apiKey}` } });
+  if (!response.ok || !response.body) throw new Error(`the ${format} export answered ${response.status}`);
+  let bytes = 0;
+  let lines = 0;
+  for await (const chunk of response.body as AsyncIterable<Uint8Array>) {
+    bytes += chunk.length;
+    for (let i = chunk.indexOf(10); i !== -1; i = chunk.indexOf(10, i + 1)) lines += 1;
+  }
+  const seconds = (performance.now() - started) / 1000;
+  clearInterval(sampler);
+  await new Promise((resolve) => setTimeout(resolve, 1_000));
+  const after = Object.fromEntries(Object.entries(pids).map(([name, pid]) => [name, rssMb(pid)]));
+  return { seconds: Number(seconds.toFixed(2)), mb: Number((bytes / 1024 / 1024).toFixed(1)), lines, before, peak, after };
+}
+
+let receiver: WebhookReceiver | undefined;
 let broker: Broker | undefined;
 let service: ChildProcess | undefined;
 const workers: ChildProcess[] = [];
@@ -149,6 +212,7 @@ const cleanup = (): Promise<void> => (cleaning ??= removeEverything());
 
 async function removeEverything(): Promise<void> {
   await stopProcess(fleet);
+  await receiver?.stop();
   await stopProcess(service);
   for (const worker of workers) await stopProcess(worker);
   await broker?.stop().catch(() => {});
@@ -229,10 +293,19 @@ async function main(): Promise<Record<string, number | string>> {
   const firmware = await client.createFirmware({ productId, name: 'bench firmware', version: '2.0.0', versionOrder: 2 });
   await client.uploadFirmware(firmware.id, randomBytes(64 * 1024));
   const task = await client.createTask({ firmwareId: firmware.id, name: 'bench rollout', timeoutSeconds: 600, retry: { maxAttempts: 3, backoffSeconds: 5, on: ['timeout', 'send_error'] } });
-  say('bench: devices registered, fleet connected, task created; releasing');
+  if (values.webhook === 'on') {
+    receiver = new WebhookReceiver({ keepEvents: false });
+    await receiver.start();
+    const secret = randomBytes(16).toString('hex');
+    await client.request('POST', '/api/webhooks', { url: receiver.url('/bench', secret), secret, events: ['record.final', 'task.state_changed', 'task.completed'] });
+  }
+  say(`bench: devices registered, fleet connected, task created${values.webhook === 'on' ? ', webhook registered' : ''}; releasing`);
 
   let redisPeak = redisBaseline;
   const getTaskMs: number[] = [];
+  const cpuProbe = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
+  await cpuProbe.connect();
+  const cpuBefore = await serviceCpu(cpuProbe);
   const started = performance.now();
   const released = await client.release(task.id, { allDevices: true, push: true });
   const releaseSeconds = (performance.now() - started) / 1000;
@@ -261,6 +334,61 @@ async function main(): Promise<Record<string, number | string>> {
   const peakRss = Math.max(peakRssMb(service.pid!), ...workers.map((worker) => peakRssMb(worker.pid!)));
   say(`bench: rollout done in ${rolloutSeconds.toFixed(1)} s: ${JSON.stringify(final.stats)}`);
 
+  // every record.final must reach the receiver; how long after the rollout's end the last one came
+  let webhook: Record<string, number> = {};
+  if (receiver) {
+    const rolloutEnded = performance.now();
+    const deadline = Date.now() + 10 * 60_000;
+    while (receiver.finalsByRecord.size < N || (receiver.eventsByType.get('task.completed') ?? 0) < 1) {
+      if (Date.now() > deadline) throw new Error(`the webhook receiver got ${receiver.finalsByRecord.size} of ${N} record.final events`);
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    webhook = {
+      webhookRecordFinal: receiver.eventsByType.get('record.final') ?? 0,
+      webhookMissing: N - receiver.finalsByRecord.size,
+      webhookDeliveries: receiver.acceptedDeliveries,
+      webhookLargestBatch: receiver.largestBatch,
+      webhookOutOfOrder: receiver.outOfOrder,
+      webhookBadSignatures: receiver.badSignatures,
+      webhookDrainSeconds: Number(((performance.now() - rolloutEnded) / 1000).toFixed(2)),
+    };
+    say(`bench: webhook: ${JSON.stringify(webhook)}`);
+  }
+  // the rollout's cost in CPU, webhook deliveries included (they are done by now)
+  const cpuAfter = await serviceCpu(cpuProbe);
+  await cpuProbe.end();
+  const cpuUsed = (name: string) => Number((cpuAfter[name]! - cpuBefore[name]!).toFixed(1));
+  const cpu = {
+    cpuMsPerDevice: Number((((cpuUsed('api') + cpuUsed('workers') + cpuUsed('postgres')) * 1000) / N).toFixed(3)),
+    apiCpuSeconds: cpuUsed('api'),
+    workerCpuSeconds: cpuUsed('workers'),
+    postgresCpuSeconds: cpuUsed('postgres'),
+    fleetCpuSeconds: cpuUsed('fleet'),
+    benchCpuSeconds: cpuUsed('bench'),
+  };
+  say(`bench: cpu: ${JSON.stringify(cpu)}`);
+
+  let exported: Record<string, number> = {};
+  if (values.export) {
+    const pids: Record<string, number> = { api: service.pid!, ...(workers[0] ? { worker: workers[0].pid! } : {}) };
+    // NDJSON a second time: memory that stays put across exports is a plateau, not a build-up
+    for (const [label, format] of [['ndjson', 'ndjson'], ['csv', 'csv'], ['ndjson2', 'ndjson']] as const) {
+      const result = await measureExport(baseUrl, apiKey, task.id, format, pids);
+      say(`bench: export ${label}: ${JSON.stringify(result)}`);
+      if (result.lines !== N + (format === 'csv' ? 1 : 0)) throw new Error(`the ${format} export had ${result.lines} lines`);
+      exported = {
+        ...exported,
+        [`export_${label}_seconds`]: result.seconds,
+        [`export_${label}_mb`]: result.mb,
+        ...Object.fromEntries(Object.keys(pids).flatMap((name) => [
+          [`export_${label}_${name}RssBeforeMb`, result.before[name]!],
+          [`export_${label}_${name}RssPeakMb`, result.peak[name]!],
+          [`export_${label}_${name}RssAfterMb`, result.after[name]!],
+        ])),
+      };
+    }
+  }
+
   const db = new pg.Client({ connectionString: dbUrl.toString() });
   await db.connect();
   const { rows } = await db.query<{ p50: number; p99: number }>(`
@@ -276,6 +404,7 @@ async function main(): Promise<Record<string, number | string>> {
   return {
     devices: N,
     deviceLimits: values['device-limits'],
+    webhook: values.webhook!,
     success: final.stats.success,
     releaseSeconds: Number(releaseSeconds.toFixed(3)),
     rolloutSeconds: Number(rolloutSeconds.toFixed(3)),
@@ -289,6 +418,9 @@ async function main(): Promise<Record<string, number | string>> {
     getTaskP99Ms: Number(percentile(getTaskMs, 99).toFixed(1)),
     apiEventLoopLagP99Ms: Number((gauge('nodejs_eventloop_lag_p99_seconds') * 1000).toFixed(1)),
     apiEventLoopLagMaxMs: Number((gauge('nodejs_eventloop_lag_max_seconds') * 1000).toFixed(1)),
+    ...cpu,
+    ...webhook,
+    ...exported,
   };
 }
 
