@@ -12,9 +12,9 @@ import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import fastifyHelmet from '@fastify/helmet';
 import type { Config } from '../core/config.ts';
 import type { Db } from '../db/connection.ts';
-import type { Logger } from '../service/logger.ts';
-import type { Readiness } from '../service/readiness.ts';
-import type { FirmwareStorage } from './services/firmware-storage.ts';
+import type { Logger } from 'pino';
+import type { Readiness } from '../services/readiness.ts';
+import type { FirmwareStorage } from '../services/firmware-storage.ts';
 import validation from './plugins/validation.ts';
 import errorHandler, { describeFrameworkError, errorBody } from './plugins/error-handler.ts';
 import { OtterError } from '../core/errors.ts';
@@ -31,21 +31,23 @@ import taskRoutes from './routes/tasks.ts';
 import recordRoutes from './routes/records.ts';
 import recordExportRoutes from './routes/record-export.ts';
 import auditRoutes from './routes/audit.ts';
+import webhookRoutes from './routes/webhooks.ts';
 import deviceMessageRoutes from './routes/device-messages.ts';
 import deviceFirmwareReadRoutes from './routes/device-firmware-read.ts';
 import metricsRoutes from './routes/metrics.ts';
-import { TaskService } from './services/task-service.ts';
-import { TaskSnapshots } from './services/task-snapshots.ts';
+import { TaskService } from '../services/task-service.ts';
+import { TaskSnapshots } from '../services/task-snapshots.ts';
 import { findTask } from '../db/queries/tasks.ts';
 
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 import { mountBullBoard } from '../dashboards/bull-board.ts';
+import consolePlugin, { CONSOLE_PATH } from './console/plugin.ts';
 import type { Queue } from 'bullmq';
-import type { DispatchSignal } from '../workers/dispatch-signal.ts';
-import type { DeviceMessageService } from '../workers/device-messages.ts';
-import type { ReadReplyWaiters } from '../workers/read-replies.ts';
+import type { DispatchSignal } from '../services/dispatch-signal.ts';
+import type { DeviceMessageService } from '../services/device-messages.ts';
+import type { ReadReplyWaiters } from '../services/read-replies.ts';
 import type { Connector } from '../protocols/connector.ts';
-import type { Metrics } from '../service/metrics.ts';
+import type { Metrics } from '../services/metrics.ts';
 
 export interface ApiContext {
   config: Config;
@@ -147,7 +149,7 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
   await app.register(errorHandler);
   await app.register(swagger);
   await app.register(auth, {
-    apiKeys: context.config.apiKeys,
+    apiKeys: context.config.apiKeyEntries,
     failedAttempts: { maxFailures: context.config.authFailureLimit, windowSeconds: context.config.authFailureWindowSeconds },
   });
 
@@ -158,6 +160,7 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
   await app.register(idempotency);
   await app.register(audit, { db: context.db, logger: context.logger, retentionDays: context.config.auditRetentionDays });
   await mountBullBoard(app, [context.queue]);
+  await app.register(consolePlugin, { prefix: CONSOLE_PATH });
   await app.register(firmwareFileRoutes);
   await app.register(async (api) => {
     api.addHook('onRequest', api.authenticate);
@@ -173,6 +176,7 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
     await api.register(recordRoutes);
     await api.register(recordExportRoutes);
     await api.register(auditRoutes);
+    await api.register(webhookRoutes);
     await api.register(deviceMessageRoutes);
     await api.register(deviceFirmwareReadRoutes);
   }, { prefix: '/api' });

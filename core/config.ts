@@ -1,7 +1,8 @@
 // Configuration: the environment of docs/operations.md#configuration, parsed and validated once at start.
 // Pure: it reads the env object it is given, so tests can build any configuration.
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { OtterError } from './errors.ts';
+import { parseApiKeys, type ApiKeyEntry } from './api-keys.ts';
 
 export type Role = 'all' | 'api' | 'worker';
 
@@ -26,9 +27,16 @@ export interface Config {
   connector: string;
   httpConnectorUrl?: string;
   httpConnectorSecret?: string;
+  /** The keys of API_KEYS, without their roles. */
   apiKeys: string[];
+  /** Each key with its role (`key:role` in API_KEYS; admin when none is given). */
+  apiKeyEntries: ApiKeyEntry[];
   /** True when API_KEYS was unset and a key was generated for this process. */
   apiKeyGenerated: boolean;
+  /** Signs console session cookies (CONSOLE_SESSION_SECRET, else derived from API_KEYS). */
+  consoleSessionSecret: string;
+  /** How long a console session lasts after sign-in. */
+  consoleSessionSeconds: number;
   publicBaseUrl: string;
   storageDir: string;
   urlSigningSecret: string;
@@ -36,6 +44,12 @@ export interface Config {
   downloadUrlTtlSeconds: number;
   queuePrefix: string;
   workerConcurrency: number;
+  /** Connections each process keeps to PostgreSQL (DATABASE_POOL_SIZE). */
+  databasePoolSize: number;
+  /** Parallel writers of device-message batches per process (DEVICE_MESSAGE_SHARDS). */
+  deviceMessageShards: number;
+  /** Records a dispatcher claims for a task per round (DISPATCH_BATCH_SIZE). */
+  dispatchBatchSize: number;
   logLevel: string;
   firmwareMaxBytes: number;
   /** Largest JSON body accepted by the API (release lists of 100,000 ids need a few MB). */
@@ -58,6 +72,8 @@ export interface Config {
   mqttShareGroup: string;
   /** Days the audit log keeps an entry. */
   auditRetentionDays: number;
+  /** The wait after a webhook delivery's first failed attempt, doubled after each further one (at most 15 min). */
+  webhookRetryBaseMs: number;
 }
 
 export type Env = Record<string, string | undefined>;
@@ -153,6 +169,17 @@ function deviceCaFiles(env: Env): Pick<Config, 'deviceCaCertFile' | 'deviceCaKey
   return files;
 }
 
+/**
+ * Without CONSOLE_SESSION_SECRET, console sessions are signed with a secret derived from all the
+ * keys: every process given the same API_KEYS accepts the same sessions (docs/operations.md#the-console),
+ * and changing the keys ends every session.
+ */
+function derivedSessionSecret(entries: readonly ApiKeyEntry[]): string {
+  const hmac = createHmac('sha256', 'otter-console-session');
+  for (const entry of entries) hmac.update(`${entry.key.length}:${entry.key}:${entry.role};`);
+  return hmac.digest('hex');
+}
+
 export function loadConfig(env: Env = process.env): Config {
   const role = (env.ROLE || 'all') as Role;
   if (!['all', 'api', 'worker'].includes(role)) {
@@ -162,12 +189,15 @@ export function loadConfig(env: Env = process.env): Config {
   if (!LOG_LEVELS.includes(logLevel)) {
     throw new ConfigError(`LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel}"`);
   }
-  const apiKeys = (env.API_KEYS ?? '')
-    .split(',')
-    .map((key) => key.trim())
-    .filter((key) => key.length > 0);
-  const apiKeyGenerated = apiKeys.length === 0;
-  if (apiKeyGenerated) apiKeys.push(randomBytes(24).toString('base64url'));
+  let apiKeyEntries: ApiKeyEntry[];
+  try {
+    apiKeyEntries = parseApiKeys(env.API_KEYS ?? '');
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  const apiKeyGenerated = apiKeyEntries.length === 0;
+  if (apiKeyGenerated) apiKeyEntries.push({ key: randomBytes(24).toString('base64url'), role: 'admin' });
+  const apiKeys = apiKeyEntries.map((entry) => entry.key);
 
   const connector = env.CONNECTOR || 'mqtt';
   const httpConnectorUrl = env.HTTP_CONNECTOR_URL || undefined;
@@ -199,11 +229,15 @@ export function loadConfig(env: Env = process.env): Config {
     ...deviceCaFiles(env),
     deviceCertDays: integer(env, 'DEVICE_CERT_DAYS', 825, 1, 7300),
     auditRetentionDays: integer(env, 'AUDIT_RETENTION_DAYS', 90, 1, 36500),
+    webhookRetryBaseMs: integer(env, 'WEBHOOK_RETRY_BASE_MS', 5_000, 10, 900_000),
     connector,
     httpConnectorUrl,
     httpConnectorSecret: env.HTTP_CONNECTOR_SECRET || undefined,
     apiKeys,
+    apiKeyEntries,
     apiKeyGenerated,
+    consoleSessionSecret: env.CONSOLE_SESSION_SECRET || derivedSessionSecret(apiKeyEntries),
+    consoleSessionSeconds: integer(env, 'CONSOLE_SESSION_HOURS', 12, 1, 24 * 30) * 3600,
     publicBaseUrl: url(env, 'PUBLIC_BASE_URL', 'http://localhost:3000', ['http:', 'https:']).replace(/\/+$/, ''),
     storageDir: env.STORAGE_DIR || './data/firmware',
     urlSigningSecret: env.URL_SIGNING_SECRET || randomBytes(32).toString('hex'),
@@ -211,6 +245,9 @@ export function loadConfig(env: Env = process.env): Config {
     downloadUrlTtlSeconds: integer(env, 'DOWNLOAD_URL_TTL_SECONDS', 86_400, 1, 365 * 86_400),
     queuePrefix,
     workerConcurrency: integer(env, 'WORKER_CONCURRENCY', 50, 1, 10_000),
+    databasePoolSize: integer(env, 'DATABASE_POOL_SIZE', 20, 2, 1_000),
+    deviceMessageShards: integer(env, 'DEVICE_MESSAGE_SHARDS', 2, 1, 64),
+    dispatchBatchSize: integer(env, 'DISPATCH_BATCH_SIZE', 2_000, 1, 100_000),
     logLevel,
     firmwareMaxBytes: integer(env, 'FIRMWARE_MAX_BYTES', 2 * 1024 ** 3, 1, Number.MAX_SAFE_INTEGER),
     bodyLimitBytes: integer(env, 'BODY_LIMIT_BYTES', 8 * 1024 * 1024, 1024, 1024 ** 3),

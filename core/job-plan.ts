@@ -3,7 +3,10 @@
 // the reconciler) it looks at the record in Postgres and takes the one step this function names.
 import { isFinal, nextWakeAt, type RecordSnapshot } from './record-machine.ts';
 
-export type TaskRunState = 'created' | 'running' | 'paused' | 'completed' | 'canceled' | 'aborted';
+import type { TaskState } from './tasks.ts';
+
+/** The state of the record's task, as the job reads it. */
+export type TaskRunState = TaskState;
 
 export type JobPlan =
   /** the upgrade succeeded: the job completes */

@@ -19,3 +19,30 @@ export function parseUpgradeJobId(jobId: string): { recordId: number; dispatches
   if (!match) return undefined;
   return { recordId: Number(match[1]), dispatches: Number(match[2]) };
 }
+
+/** What a job is built from: the record it follows, and how many jobs that record has had. */
+export interface JobbedRecord {
+  id: number;
+  taskId: string;
+  deviceId: string;
+  dispatches: number;
+}
+
+/** A job as BullMQ's add/addBulk takes it. */
+export interface UpgradeJob {
+  name: string;
+  data: UpgradeJobData;
+  opts: { jobId: string; delay?: number };
+}
+
+/**
+ * The job that follows `record` (named by its device, so bull-board lists devices), to run now or,
+ * given `dueAt` (epoch ms), parked until then — the one place a job is built.
+ */
+export function upgradeJob(record: JobbedRecord, dueAt?: number, now = Date.now()): UpgradeJob {
+  return {
+    name: record.deviceId,
+    data: { recordId: record.id, taskId: record.taskId, deviceId: record.deviceId },
+    opts: dueAt === undefined ? { jobId: upgradeJobId(record.id, record.dispatches) } : { jobId: upgradeJobId(record.id, record.dispatches), delay: Math.max(0, dueAt - now) },
+  };
+}

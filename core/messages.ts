@@ -36,6 +36,12 @@ export type RefusalReason =
   | 'too_large'
   | 'backlog_full';
 
+/**
+ * Why a message was not applied, as its outcome says: a refusal of the message, or a refusal of
+ * this process (it cannot apply messages now, or does not handle this type).
+ */
+export type OutcomeRefusalCode = RefusalReason | 'internal_error' | 'not_supported' | 'not_receiving';
+
 const ID_PATTERN = '^[A-Za-z0-9_.:-]{1,64}$';
 const Id = Type.String({ pattern: ID_PATTERN });
 const Text = (maxLength: number) => Type.String({ maxLength });

@@ -1,7 +1,9 @@
 // The upgrade record state machine (docs/states-and-rules.md#upgrade-records) as one pure function: a record's state and an
-// input (a send, a device message, a deadline, a cancel) give the record's next state, the events
-// to append to its timeline, and what the job that follows it must do. No I/O: the database layer
-// applies the result with a guarded update, so a repeated or racing input changes nothing twice.
+// input (a send, a device message, a deadline, a cancel, an operator's push or retry, the
+// dispatcher's claim) give the record's next state, the events to append to its timeline, and what
+// the job that follows it must do. No I/O: every record change in Otter is computed here and
+// written by one guarded update (db/queries/record-changes.ts), so a repeated or racing input
+// changes nothing twice.
 
 export type RecordState = 'waiting' | 'processing' | 'success' | 'failed' | 'canceled';
 export type EventType =
@@ -49,11 +51,20 @@ export interface RecordSnapshot {
   retryAt: number | null;
   lastMessageAt: number | null;
   completedAt: number | null;
+  /** While waiting: an operator asked for it to be pushed (docs/states-and-rules.md#push). */
+  pushRequested: boolean;
+  /** While waiting: when the dispatcher handed it to the queue (it has a job), else null. */
+  queuedAt: number | null;
+  /** How many jobs the record has been given; the current job's id carries it (core/jobs.ts). */
+  dispatches: number;
 }
 
 export type RecordInput =
-  /** `pulled`: the device asked for it (a pull reply carries the upgrade), whatever the task's mode. */
-  | { type: 'send'; now: number; messageId: string; pulled?: boolean }
+  /**
+   * `pulled`: the device asked for it (a pull reply carries the upgrade), whatever the task's mode.
+   * `newJob`: the send starts a job of its own (a pull reply, or the dispatcher's direct send).
+   */
+  | { type: 'send'; now: number; messageId: string; pulled?: boolean; newJob?: boolean }
   | { type: 'ack'; now: number; messageId: string }
   | { type: 'reject'; now: number; messageId: string; message: string | undefined }
   | {
@@ -68,7 +79,15 @@ export type RecordInput =
   | { type: 'report'; now: number; version: string }
   | { type: 'deadline'; now: number }
   | { type: 'send_error'; now: number; detail: string }
-  | { type: 'cancel'; now: number; message?: string };
+  | { type: 'cancel'; now: number; message?: string }
+  /** An operator asks for a waiting record to be pushed (the task's Push, or release with push). */
+  | { type: 'request_push'; now: number }
+  /** The dispatcher hands a pushed, waiting record to the queue: it gets a job. */
+  | { type: 'queue'; now: number }
+  /** A queued record whose task stopped sending (paused) goes back to the dispatcher. */
+  | { type: 'unqueue'; now: number }
+  /** An operator's retry: a final record starts over, attempts reset (docs/states-and-rules.md#retry). */
+  | { type: 'reopen'; now: number; push: boolean };
 
 export interface TimelineEvent {
   type: EventType;
@@ -86,11 +105,42 @@ export interface Transition {
   wakeJob: boolean;
 }
 
+/** A record no attempt has touched: how a release creates it, and what an operator's retry returns it to. */
+const NOT_STARTED = {
+  state: 'waiting',
+  attempts: 0,
+  progress: 0,
+  errorReason: null,
+  messageId: null,
+  startedAt: null,
+  attemptStartedAt: null,
+  deadlineAt: null,
+  responseDeadlineAt: null,
+  retryAt: null,
+  lastMessageAt: null,
+  completedAt: null,
+  pushRequested: false,
+  queuedAt: null,
+} as const satisfies Omit<RecordSnapshot, 'targetVersion' | 'dispatches'>;
+
+/** A newly released record of `targetVersion` (not yet pushed, never given a job). */
+export function newRecord(targetVersion: string): RecordSnapshot {
+  return { ...NOT_STARTED, targetVersion, dispatches: 0 };
+}
+
 export const FINAL_STATES: readonly RecordState[] = ['success', 'failed', 'canceled'];
 export const ACTIVE_STATES: readonly RecordState[] = ['waiting', 'processing'];
 
 export function isFinal(state: RecordState): boolean {
   return FINAL_STATES.includes(state);
+}
+
+/**
+ * A record the dispatcher may hand to the queue: waiting, pushed, without a job yet. The SQL side
+ * selects the same records with DISPATCHABLE (db/queries/upgrade-state.ts), tested equal.
+ */
+export function isDispatchable(record: RecordSnapshot): boolean {
+  return record.state === 'waiting' && record.pushRequested && record.queuedAt === null;
 }
 
 /** Delay before attempt `attempts + 1`: backoffSeconds × 2^(attempts−1). */
@@ -180,7 +230,54 @@ function succeeded(record: RecordSnapshot, now: number, message?: string): Trans
 }
 
 export function transition(record: RecordSnapshot, input: RecordInput, policy: UpgradePolicy): Transition {
+  const result = next(record, input, policy);
+  if (!result.changed || result.record.state === 'waiting') return result;
+  // only a waiting record is queued or asked to be pushed: leaving `waiting` clears both
+  return { ...result, record: { ...result.record, queuedAt: null, pushRequested: false } };
+}
+
+/** Several inputs one after the other, as one transition (the dispatcher's claim and send in one write). */
+export function transitionAll(record: RecordSnapshot, inputs: readonly RecordInput[], policy: UpgradePolicy): Transition {
+  let result: Transition = { changed: false, record, events: [], wakeJob: false };
+  for (const input of inputs) {
+    const step = transition(result.record, input, policy);
+    result = {
+      changed: result.changed || step.changed,
+      record: step.record,
+      events: [...result.events, ...step.events],
+      wakeJob: result.wakeJob || step.wakeJob,
+    };
+  }
+  return result;
+}
+
+function next(record: RecordSnapshot, input: RecordInput, policy: UpgradePolicy): Transition {
   const { now } = input;
+
+  switch (input.type) {
+    case 'request_push':
+      if (record.state !== 'waiting' || record.pushRequested) return unchanged(record);
+      return { changed: true, record: { ...record, pushRequested: true }, events: [], wakeJob: false };
+    case 'queue':
+      if (!isDispatchable(record)) return unchanged(record);
+      return {
+        changed: true,
+        record: { ...record, queuedAt: now, dispatches: record.dispatches + 1 },
+        events: [{ type: 'queued', attempt: record.attempts }],
+        wakeJob: false,
+      };
+    case 'unqueue':
+      if (record.state !== 'waiting' || record.queuedAt === null) return unchanged(record);
+      return { changed: true, record: { ...record, queuedAt: null }, events: [], wakeJob: false };
+    case 'reopen':
+      if (record.state !== 'failed' && record.state !== 'canceled') return unchanged(record);
+      return {
+        changed: true,
+        record: { ...record, ...NOT_STARTED, pushRequested: input.push },
+        events: [{ type: 'retry', attempt: 0, message: `reopened by an operator (was ${record.state})` }],
+        wakeJob: false,
+      };
+  }
 
   if (input.type === 'cancel') {
     if (isFinal(record.state)) return unchanged(record);
@@ -215,6 +312,7 @@ export function transition(record: RecordSnapshot, input: RecordInput, policy: U
           deadlineAt: now + policy.timeoutSeconds * 1000,
           responseDeadlineAt: policy.responseTimeoutSeconds ? now + policy.responseTimeoutSeconds * 1000 : null,
           retryAt: null,
+          dispatches: input.newJob ? record.dispatches + 1 : record.dispatches,
         },
         events: [{ type: input.pulled || policy.mode === 'pull' ? 'pulled' : 'sent', attempt: attempts }],
         wakeJob: false,

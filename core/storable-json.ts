@@ -1,6 +1,6 @@
 // What PostgreSQL and the JSON code around it can store: no U+0000 in any text (neither text nor
-// jsonb holds it) and no nesting deeper than any real message needs (JSON.stringify of a deeply
-// nested value overflows the stack). Checked on what arrives from outside, before it is stored.
+// jsonb holds it), no lone UTF-16 surrogate (valid JSON, but jsonb refuses it) and no nesting
+// deeper than any real message needs (JSON.stringify of a deeply nested value overflows the stack). Checked on what arrives from outside, before it is stored.
 
 export const MAX_JSON_DEPTH = 32;
 
@@ -10,13 +10,25 @@ export interface UnstorablePart {
   problem: string;
 }
 
+const NUL = 'text must not contain NUL (\\u0000) characters';
+const LONE_SURROGATE = 'text must be valid Unicode (a lone surrogate such as \\udc00 is not)';
+// with the u flag a surrogate pair is one code point; only a lone surrogate is in \p{Cs}
+const LONE_SURROGATE_RE = /\p{Cs}/u;
+
+function textProblem(text: string): string | undefined {
+  if (text.includes('\u0000')) return NUL;
+  if (LONE_SURROGATE_RE.test(text)) return LONE_SURROGATE;
+  return undefined;
+}
+
 /** The first part of a JSON-like value that cannot be stored, or undefined. Iterative: any input depth is safe. */
 export function findUnstorable(value: unknown, maxDepth = MAX_JSON_DEPTH): UnstorablePart | undefined {
   const stack: Array<[unknown, string, number]> = [[value, '', 0]];
   while (stack.length > 0) {
     const [current, path, depth] = stack.pop()!;
     if (typeof current === 'string') {
-      if (current.includes('\u0000')) return { path, problem: 'text must not contain NUL (\\u0000) characters' };
+      const problem = textProblem(current);
+      if (problem) return { path, problem };
       continue;
     }
     if (current === null || typeof current !== 'object') continue;
@@ -29,7 +41,8 @@ export function findUnstorable(value: unknown, maxDepth = MAX_JSON_DEPTH): Unsto
     }
     for (const [key, item] of Object.entries(current as Record<string, unknown>).reverse()) {
       const itemPath = `${path}/${key.replaceAll('\u0000', '\\u0000')}`;
-      if (key.includes('\u0000')) return { path: itemPath, problem: 'text must not contain NUL (\\u0000) characters' };
+      const problem = textProblem(key);
+      if (problem) return { path: itemPath, problem };
       stack.push([item, itemPath, depth + 1]);
     }
   }

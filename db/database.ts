@@ -1,31 +1,17 @@
 // kysely's view of the schema (db/migrations). Column names are snake_case in SQL and in these
 // types; the API layer maps them to the API's camelCase.
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
+import type { RecordState, RetryPolicy } from '../core/record-machine.ts';
+import type { AbortPolicy, RolloutLimits, TaskMode, TaskState } from '../core/tasks.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
 type Json<T> = ColumnType<T, string, string>;
 
-export type RecordState = 'waiting' | 'processing' | 'success' | 'failed' | 'canceled';
-export type TaskState = 'created' | 'running' | 'paused' | 'completed' | 'canceled' | 'aborted';
-export type TaskMode = 'push' | 'pull';
+
+// re-exported for the queries: the types themselves live in core/
+export type { AbortPolicy, RecordState, RetryPolicy, RolloutLimits, TaskMode, TaskState };
 export type SignMethod = 'md5' | 'sha256';
-
-export interface RetryPolicy {
-  maxAttempts: number;
-  backoffSeconds: number;
-  on: Array<'timeout' | 'send_error' | 'device_failure' | 'rejected'>;
-}
-
-export interface RolloutLimits {
-  maxPerMinute?: number;
-  maxInFlight?: number;
-}
-
-export interface AbortPolicy {
-  failureRate: number;
-  minFinished: number;
-}
 
 export interface FirmwareTable {
   id: Generated<string>;
@@ -56,6 +42,8 @@ export interface DeviceTable {
   report_timestamp: number | null;
   /** The gateway this device talks through (a child device), or null. */
   gateway_id: Generated<string | null>;
+  /** Labels to select devices by (migration 0012); `{}` when none. */
+  tags: ColumnType<Record<string, string>, string | undefined, string>;
   created_at: CreatedAt;
   updated_at: Timestamp;
 }
@@ -166,6 +154,47 @@ export interface AuditLogTable {
   status: number;
 }
 
+export interface WebhookTable {
+  id: Generated<string>;
+  url: string;
+  /** The HMAC key of the deliveries' signatures; never answered by the API. */
+  secret: string;
+  events: string[];
+  product_id: string | null;
+  created_at: CreatedAt;
+}
+
+export interface WebhookDeliveryTable {
+  id: string;
+  webhook_id: string;
+  /** `task:<id>` or `product:<id>`: deliveries of one stream go out in `first_seq` order. */
+  stream: string;
+  first_seq: number;
+  event_count: number;
+  state: Generated<'pending' | 'delivered' | 'failed'>;
+  attempts: Generated<number>;
+  created_at: CreatedAt;
+  next_attempt_at: Timestamp;
+  lease_token: string | null;
+  leased_until: Timestamp | null;
+  last_attempt_at: Timestamp | null;
+  last_status: number | null;
+  last_error: string | null;
+  completed_at: Timestamp | null;
+}
+
+/** The webhook outbox (db/migrations/0011_webhooks.ts), filled by triggers. */
+export interface WebhookEventTable {
+  id: Generated<number>;
+  webhook_id: string;
+  stream: string;
+  type: string;
+  at: Timestamp;
+  data: Json<unknown>;
+  delivery_id: string | null;
+  seq: number | null;
+}
+
 export interface Database {
   firmware: FirmwareTable;
   devices: DeviceTable;
@@ -175,6 +204,9 @@ export interface Database {
   idempotency_keys: IdempotencyKeyTable;
   device_certificates: DeviceCertificateTable;
   audit_log: AuditLogTable;
+  webhooks: WebhookTable;
+  webhook_deliveries: WebhookDeliveryTable;
+  webhook_events: WebhookEventTable;
 }
 
 export type FirmwareRow = Selectable<FirmwareTable>;
@@ -187,3 +219,5 @@ export type RecordEventRow = Selectable<RecordEventTable>;
 export type IdempotencyKeyRow = Selectable<IdempotencyKeyTable>;
 export type AuditLogRow = Selectable<AuditLogTable>;
 export type NewAuditLogRow = Insertable<AuditLogTable>;
+export type WebhookRow = Selectable<WebhookTable>;
+export type WebhookDeliveryRow = Selectable<WebhookDeliveryTable>;

@@ -13,17 +13,21 @@
 //  - `ready()` (optional): reject when the transport is not usable, for /health/ready.
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.ts';
-import type { IncomingDeviceMessage, OutgoingDeviceMessage, RequestFirmwareReply } from '../core/messages.ts';
+import type { IncomingDeviceMessage, OutgoingDeviceMessage, OutcomeRefusalCode, RequestFirmwareReply } from '../core/messages.ts';
 
 export type { IncomingDeviceMessage, OutgoingDeviceMessage } from '../core/messages.ts';
 
-export interface DeviceMessageOutcome {
-  accepted: boolean;
-  code?: string;
-  message?: string;
-  /** For a REQUEST_FIRMWARE received through the REST API: the RequestFirmwareMessageReply. */
-  reply?: RequestFirmwareReply;
-}
+/** What became of a device message (docs/device-protocol.md#outcomes): applied (perhaps only noted as ignored), or refused. */
+export type DeviceMessageOutcome =
+  | {
+      accepted: true;
+      /** `ignored`: valid, but it changed nothing (it is on the record's timeline). */
+      code?: 'ignored';
+      message?: string;
+      /** For a REQUEST_FIRMWARE received through the REST API: the RequestFirmwareMessageReply. */
+      reply?: RequestFirmwareReply;
+    }
+  | { accepted: false; code: OutcomeRefusalCode; message?: string; reply?: RequestFirmwareReply };
 
 export type DeviceMessageListener = (message: IncomingDeviceMessage) => Promise<DeviceMessageOutcome>;
 

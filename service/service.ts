@@ -8,24 +8,24 @@ import type { UpgradeJobData } from '../core/jobs.ts';
 import { createDb, ensureDatabase, type Db } from '../db/connection.ts';
 import { migrateToLatest } from '../db/migrate.ts';
 import { buildApp } from '../api/app.ts';
-import { FirmwareStorage } from '../api/services/firmware-storage.ts';
+import { FirmwareStorage } from '../services/firmware-storage.ts';
 import type { Connector } from '../protocols/connector.ts';
 import { loadConnector } from '../protocols/load-connector.ts';
-import { RedisDispatchSignal } from '../workers/dispatch-signal.ts';
+import { RedisDispatchSignal } from '../services/dispatch-signal.ts';
 import { FirmwareOffers } from '../workers/firmware-offers.ts';
-import { DeviceMessageService } from '../workers/device-messages.ts';
+import { DeviceMessageService } from '../services/device-messages.ts';
 import { GatewayDirectory, routeThroughGateways } from '../workers/gateway-routes.ts';
 import { JobWaker } from '../workers/job-waker.ts';
 import { PullRequests } from '../workers/pull-requests.ts';
-import { ReadReplyPublisher, ReadReplyWaiters } from '../workers/read-replies.ts';
+import { ReadReplyPublisher, ReadReplyWaiters } from '../services/read-replies.ts';
 import { TaskSupervisor } from '../workers/task-supervisor.ts';
 import { createRedis, createUpgradeQueue } from '../workers/upgrade-queue.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../workers/worker-runtime.ts';
 import type { DispatcherOptions } from '../workers/dispatcher.ts';
 import { checkPostgres, checkRedis } from './dependencies.ts';
 import { createLogger, type Logger } from './logger.ts';
-import { Metrics, registerStateGauges } from './metrics.ts';
-import { Readiness } from './readiness.ts';
+import { Metrics, registerStateGauges } from '../services/metrics.ts';
+import { Readiness } from '../services/readiness.ts';
 
 export interface Otter {
   config: Config;
@@ -55,7 +55,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
   await checkRedis(config.redisUrl);
 
   await ensureDatabase(config.databaseUrl);
-  const { db, pool } = createDb(config.databaseUrl, 20);
+  const { db, pool } = createDb(config.databaseUrl, config.databasePoolSize);
   const migrations = await migrateToLatest(db);
   if (migrations.length > 0) logger.info({ applied: migrations.map((m) => m.migrationName) }, 'database migrated');
 
@@ -91,6 +91,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
     logger,
     connector,
     selfRegistration: config.deviceSelfRegistration,
+    shards: config.deviceMessageShards,
     rateLimit: { ratePerSecond: config.deviceMessageRate, burst: config.deviceMessageBurst },
     handlers: {
       requestFirmware: (message) => pulls.answer(message),
@@ -106,30 +107,26 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
     await connector.start(async () => ({ accepted: false, code: 'not_receiving' }));
   }
 
-  let app: FastifyInstance | undefined;
-  let readWaiters: ReadReplyWaiters | undefined;
-  {
-    if (config.apiKeyGenerated && config.role !== 'worker') {
-      logger.warn({ apiKey: config.apiKeys[0] }, 'API_KEYS is not set: generated this API key for this process');
-    }
-    readWaiters = new ReadReplyWaiters(createRedis(config.redisUrl), config.queuePrefix);
-    await readWaiters.start();
-    app = await buildApp({
-      config,
-      logger,
-      db,
-      readiness,
-      storage: new FirmwareStorage(config.storageDir, config.firmwareMaxBytes),
-      queue,
-      dispatchSignal: new RedisDispatchSignal(redis, config.queuePrefix),
-      messages,
-      connector,
-      readWaiters,
-      metrics,
-    }, config.role === 'worker' ? 'ops' : 'full');
-    if (options.listen !== false) await app.listen({ port: config.port, host: config.host });
-    else await app.ready();
+  if (config.apiKeyGenerated && config.role !== 'worker') {
+    logger.warn({ apiKey: config.apiKeys[0] }, 'API_KEYS is not set: generated this API key for this process');
   }
+  const readWaiters = new ReadReplyWaiters(createRedis(config.redisUrl), config.queuePrefix);
+  await readWaiters.start();
+  const app: FastifyInstance = await buildApp({
+    config,
+    logger,
+    db,
+    readiness,
+    storage: new FirmwareStorage(config.storageDir, config.firmwareMaxBytes),
+    queue,
+    dispatchSignal: new RedisDispatchSignal(redis, config.queuePrefix),
+    messages,
+    connector,
+    readWaiters,
+    metrics,
+  }, config.role === 'worker' ? 'ops' : 'full');
+  if (options.listen !== false) await app.listen({ port: config.port, host: config.host });
+  else await app.ready();
 
   return {
     config,

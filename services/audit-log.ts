@@ -1,10 +1,10 @@
 // Collects audit entries in memory and writes them in batches, off the request's path: a request
 // never waits for its audit row, and a failed write is logged, never thrown. Each batch also
 // deletes, at most once an hour, the entries older than the retention.
-import type { Db } from '../../db/connection.ts';
-import type { NewAuditLogRow } from '../../db/database.ts';
-import { deleteAuditEntriesBefore, insertAuditEntries } from '../../db/queries/audit.ts';
-import type { Logger } from '../../service/logger.ts';
+import type { Db } from '../db/connection.ts';
+import type { NewAuditLogRow } from '../db/database.ts';
+import { deleteAuditEntriesBefore, insertAuditEntries } from '../db/queries/audit.ts';
+import type { Logger } from 'pino';
 
 export interface AuditLogOptions {
   retentionDays: number;

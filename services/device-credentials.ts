@@ -4,7 +4,7 @@
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import type { Config } from '../../core/config.ts';
+import type { Config } from '../core/config.ts';
 import {
   buildCrl,
   generateDeviceKey,
@@ -13,17 +13,17 @@ import {
   newSerial,
   parseCsr,
   type DeviceCa,
-} from '../../core/device-certificates.ts';
-import { conflict, notFound, OtterError } from '../../core/errors.ts';
-import type { Db } from '../../db/connection.ts';
+} from '../core/device-certificates.ts';
+import { conflict, notFound, OtterError } from '../core/errors.ts';
+import type { Db } from '../db/connection.ts';
 import {
   deviceHasCertificates,
   recordIssuedCertificates,
   registeredDeviceIds,
   revokeDeviceCertificates,
   withCrlSnapshot,
-} from '../../db/queries/device-certificates.ts';
-import type { Logger } from '../../service/logger.ts';
+} from '../db/queries/device-certificates.ts';
+import type { Logger } from 'pino';
 
 type Log = Pick<Logger, 'info' | 'error'>;
 

@@ -8,35 +8,52 @@ import {
   isRefusal,
   type DeviceMessage,
   type IncomingDeviceMessage,
-  type ProgressMessage,
   type ReadFirmwareReplyMessage,
   type ReportFirmwareMessage,
-  type RefusalReason,
+  type OutcomeRefusalCode,
   type RequestFirmwareMessage,
-  type UpgradeReplyMessage,
+  type RequestFirmwareReply,
 } from '../core/messages.ts';
-import { isFinal, transition, type RecordInput, type TimelineEvent } from '../core/record-machine.ts';
-import { upgradeJobId } from '../core/jobs.ts';
+import { isFinal } from '../core/record-machine.ts';
 import { bindingRefusal } from '../core/device-binding.ts';
 import { KeyedRateLimiter } from '../core/rate-limiter.ts';
 import type { Db } from '../db/connection.ts';
-import { loadDeviceBindings, loadDeviceStates, type DeviceState, type UpgradeState } from '../db/queries/upgrade-state.ts';
-import { applyRecordChanges, changeOf, type RecordChange, type RecordNote } from '../db/queries/record-changes.ts';
+import { loadDeviceBindings, loadDeviceStates } from '../db/queries/upgrade-state.ts';
+import { applyRecordChanges, type RecordChange } from '../db/queries/record-changes.ts';
 import { applyFirmwareReports } from '../db/queries/firmware-reports.ts';
 import type { Connector, DeviceMessageOutcome } from '../protocols/connector.ts';
-import type { PullAnswer } from './pull-requests.ts';
-import type { Metrics } from '../service/metrics.ts';
-import { Batcher } from './batcher.ts';
+import type { Metrics } from './metrics.ts';
+import { Batcher } from '../core/batcher.ts';
 import { isTransientDbError, retryTransient } from '../db/transient-errors.ts';
 import { RefusalLog } from './refusal-log.ts';
-import type { JobWaker } from './job-waker.ts';
-import type { TaskSupervisor } from './task-supervisor.ts';
-
-type RecordMessage = ProgressMessage | UpgradeReplyMessage | ReportFirmwareMessage | ReadFirmwareReplyMessage;
-/** A record message as batched: `fromPlatform` when posted with an API key rather than sent by a device. */
-type Queued = RecordMessage & { fromPlatform?: boolean };
+import {
+  applyRecordMessages,
+  mayRegister,
+  reportResults,
+  screenDeviceMessages,
+  type BatchedMessage,
+  type DeviceMessageFold,
+} from './device-message-batch.ts';
 
 /** Handles what the record batcher does not: pull requests, and replies to reads. */
+/** A pull request's answer: the reply, and the record that started an attempt, if any. */
+export interface PullAnswer {
+  reply: RequestFirmwareReply;
+  recordId?: number;
+}
+
+/** The jobs that follow records (workers/job-waker.ts): woken when their record changed. */
+export interface RecordJobs {
+  wake(jobIds: Iterable<string>): void;
+  /** bull-board shows a device's progress on its job. */
+  mirrorProgress(jobId: string, progress: number): void;
+}
+
+/** Who completes or aborts tasks whose records ended (workers/task-supervisor.ts). */
+export interface TaskReviews {
+  touch(taskIds: Iterable<string>): void;
+}
+
 export interface DeviceRequestHandlers {
   requestFirmware?(message: RequestFirmwareMessage): Promise<PullAnswer>;
   readReply?(message: ReadFirmwareReplyMessage): void;
@@ -47,8 +64,8 @@ export type ReplyRoute = 'connector' | 'caller';
 
 export interface DeviceMessageServiceDeps {
   db: Db;
-  waker: JobWaker;
-  supervisor: TaskSupervisor;
+  waker: RecordJobs;
+  supervisor: TaskReviews;
   metrics: Metrics;
   logger: Logger;
   connector?: Connector;
@@ -57,10 +74,12 @@ export interface DeviceMessageServiceDeps {
   selfRegistration?: boolean;
   /** Per-device message rate (per second, 0: none) and burst; default: no limit. */
   rateLimit?: { ratePerSecond: number; burst: number };
+  /** Batches written at once (DEVICE_MESSAGE_SHARDS); a device's messages always share one. */
+  shards?: number;
 }
 
-const STALE_RETRIES = 5;
-const SHARDS = 2;
+/** Two writers keep PostgreSQL busy while one waits for its answer; more mostly add lock waits. */
+const DEFAULT_SHARDS = 2;
 /**
  * Received messages wait for the database however long it is away (the backlog cap bounds how many
  * wait); each round of retries is this long, and a line is logged between rounds.
@@ -70,7 +89,7 @@ const RETRY_ROUND_MS = 60_000;
 export class DeviceMessageService {
   private readonly deps: DeviceMessageServiceDeps;
   /** Shards by device: a device's messages go through one shard, one batch at a time, in order. */
-  private readonly shards: Array<Batcher<Queued, DeviceMessageOutcome>>;
+  private readonly shards: Array<Batcher<BatchedMessage, DeviceMessageOutcome>>;
   /** Per device, before any database work: a flooding device costs no more than its rate. */
   private readonly limiter: KeyedRateLimiter;
   /** One log line per reason per 10 s, however many messages are refused or fail. */
@@ -85,8 +104,8 @@ export class DeviceMessageService {
     this.refusals = new RefusalLog(deps.logger);
     this.failures = new RefusalLog(deps.logger, { level: 'error', message: 'device messages not applied' });
     deps.metrics.observeDeviceMessageBacklog(() => this.inFlight, () => this.peakInFlight);
-    this.shards = Array.from({ length: SHARDS }, () =>
-      new Batcher<Queued, DeviceMessageOutcome>((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 1 }),
+    this.shards = Array.from({ length: deps.shards ?? DEFAULT_SHARDS }, () =>
+      new Batcher<BatchedMessage, DeviceMessageOutcome>((messages) => this.applyBatch(messages), { maxItems: 1_000, maxWaitMs: 5, concurrency: 1 }),
     );
     this.limiter = new KeyedRateLimiter(deps.rateLimit ?? { ratePerSecond: 0, burst: 1 });
   }
@@ -113,7 +132,7 @@ export class DeviceMessageService {
     this.failures.flush();
   }
 
-  private shardOf(deviceId: string): Batcher<Queued, DeviceMessageOutcome> {
+  private shardOf(deviceId: string): Batcher<BatchedMessage, DeviceMessageOutcome> {
     let hash = 0;
     for (let i = 0; i < deviceId.length; i += 1) hash = (hash * 31 + deviceId.charCodeAt(i)) | 0;
     return this.shards[Math.abs(hash) % this.shards.length]!;
@@ -155,8 +174,8 @@ export class DeviceMessageService {
       outcome = await this.shardOf(message.deviceId).add(replyRoute === 'caller' ? { ...message, fromPlatform: true } : message);
       if (outcome.accepted && message.messageType === 'READ_FIRMWARE_REPLY') this.deps.handlers?.readReply?.(message);
     }
-    if (!outcome.accepted && outcome.code) {
-      return this.refuse(message.messageType, outcome.code as RefusalReason, outcome.message ?? outcome.code, message.deviceId);
+    if (!outcome.accepted) {
+      return this.refuse(message.messageType, outcome.code, outcome.message ?? outcome.code, message.deviceId);
     }
     this.deps.metrics.deviceMessages.inc({ type: message.messageType, result: outcome.code === 'ignored' ? 'ignored' : 'accepted', reason: '' });
     return outcome;
@@ -182,7 +201,7 @@ export class DeviceMessageService {
     return { accepted: true };
   }
 
-  private refuse(type: string, reason: string, detail: string, deviceId?: string, source?: string): DeviceMessageOutcome {
+  private refuse(type: string, reason: OutcomeRefusalCode, detail: string, deviceId?: string, source?: string): DeviceMessageOutcome {
     // a type sent through the REST API can be any string: only ours become label values
     const label = (INBOUND_MESSAGE_TYPES as readonly string[]).includes(type) ? type : 'unknown';
     this.deps.metrics.deviceMessages.inc({ type: label, result: 'refused', reason });
@@ -196,7 +215,7 @@ export class DeviceMessageService {
    * bounded. A batch that fails otherwise is split in halves, each applied on its own, so one
    * message the database will never take fails alone instead of taking the batch with it.
    */
-  private async applyBatch(messages: Queued[]): Promise<DeviceMessageOutcome[]> {
+  private async applyBatch(messages: BatchedMessage[]): Promise<DeviceMessageOutcome[]> {
     const since = Date.now();
     for (let round = 1; ; round += 1) {
       try {
@@ -226,125 +245,39 @@ export class DeviceMessageService {
   /**
    * The devices and their records first (one read), and who may speak for them: a message that
    * is not its device's to send is refused before anything is written. Then device reports, then
-   * every record message through the state machine.
+   * every record message through the state machine (device-message-batch.ts).
    */
-  private async applyBatchOnce(messages: Queued[]): Promise<DeviceMessageOutcome[]> {
-    const outcomes: Array<DeviceMessageOutcome | undefined> = new Array(messages.length);
+  private async applyBatchOnce(messages: BatchedMessage[]): Promise<DeviceMessageOutcome[]> {
+    const selfRegistration = this.deps.selfRegistration === true;
     const devices = await loadDeviceStates(this.deps.db, messages.map((m) => m.deviceId));
-    const reportIndexes: number[] = [];
-    messages.forEach((m, i) => {
-      const device = devices.get(m.deviceId);
-      const refused = device ? bindingRefusal(m, device.binding, m.fromPlatform === true) : undefined;
-      if (refused) outcomes[i] = { accepted: false, code: refused.code, message: refused.message };
-      else if (m.messageType === 'REPORT_FIRMWARE' || m.messageType === 'READ_FIRMWARE_REPLY') {
-        if (device || this.mayRegister(m)) reportIndexes.push(i);
-        else outcomes[i] = { accepted: false, code: 'unknown_device', message: `device ${m.deviceId} is not registered${m.fromPlatform ? ' and the report names no product' : ''}` };
-      }
-    });
-    const reportOutcomes = await applyFirmwareReports(
+    const screened = screenDeviceMessages(messages, devices, selfRegistration);
+    const stored = await applyFirmwareReports(
       this.deps.db,
-      reportIndexes.map((i) => {
+      screened.reports.map((i) => {
         const m = messages[i] as ReportFirmwareMessage | ReadFirmwareReplyMessage;
-        return { deviceId: m.deviceId, productId: m.productId, version: m.version, properties: m.properties, timestamp: m.timestamp, register: this.mayRegister(m) };
+        return { deviceId: m.deviceId, productId: m.productId, version: m.version, properties: m.properties, timestamp: m.timestamp, register: mayRegister(m, selfRegistration) };
       }),
     );
-    const registered = new Set<string>();
-    reportIndexes.forEach((messageIndex, k) => {
-      const result = reportOutcomes[k];
-      if (result === 'applied' && !devices.has(messages[messageIndex]!.deviceId)) registered.add(messages[messageIndex]!.deviceId);
-      if (result === 'stale') outcomes[messageIndex] = { accepted: false, code: 'stale_report', message: 'an equal or newer report is already stored' };
-      if (result === 'unknown_device') outcomes[messageIndex] = { accepted: false, code: 'unknown_device', message: `device ${messages[messageIndex]!.deviceId} is not registered and the report names no product` };
+    const reports = reportResults(messages, screened.reports, stored, devices);
+    const refused = new Map([...screened.outcomes, ...reports.outcomes]);
+    const pending = messages.map((_, i) => i).filter((i) => !refused.has(i));
+    const applied = await applyRecordMessages(messages, pending, devices, reports.registered, {
+      reload: (deviceIds) => loadDeviceStates(this.deps.db, deviceIds),
+      write: (fold) => this.writeFold(fold),
     });
-
-    let pending = messages.map((_, i) => i).filter((i) => outcomes[i] === undefined);
-    for (let round = 0; pending.length > 0; round += 1) {
-      if (round > STALE_RETRIES) {
-        for (const i of pending) outcomes[i] = { accepted: false, code: 'internal_error', message: 'record kept changing; send again' };
-        break;
-      }
-      // the first round uses what was read above; a raced record is read again
-      const states = round === 0 ? devices : await loadDeviceStates(this.deps.db, pending.map((i) => messages[i]!.deviceId));
-      pending = await this.applyToRecords(messages, pending, outcomes, states, registered);
-    }
-    return outcomes.map((outcome) => outcome ?? { accepted: true });
+    return messages.map((_, i) => refused.get(i) ?? applied.get(i) ?? { accepted: true });
   }
 
-  /**
-   * Whether a report may register its unknown device: a platform's report names the product;
-   * a device's own only with self-registration on, and never a child's (its topic names no product).
-   */
-  private mayRegister(message: Queued): boolean {
-    if (message.productId === undefined) return false;
-    if (message.fromPlatform) return true;
-    return this.deps.selfRegistration === true && message.messageType === 'REPORT_FIRMWARE' && !message.gateway;
-  }
-
-  /** Applies messages[indexes] to their records; returns the indexes to try again (raced). */
-  private async applyToRecords(
-    messages: RecordMessage[],
-    indexes: number[],
-    outcomes: Array<DeviceMessageOutcome | undefined>,
-    devices: Map<string, DeviceState>,
-    registered: Set<string>,
-  ): Promise<number[]> {
-    const working = new Map<string, { original: UpgradeState; current: UpgradeState; events: TimelineEvent[]; wake: boolean }>();
-    const notes: RecordNote[] = [];
-    const touched = new Map<string, number[]>();
-
-    for (const i of indexes) {
-      const message = messages[i]!;
-      const isReport = message.messageType === 'REPORT_FIRMWARE' || message.messageType === 'READ_FIRMWARE_REPLY';
-      const entry = working.get(message.deviceId);
-      const state = entry?.current ?? devices.get(message.deviceId)?.upgrade;
-      if (!state) {
-        if (isReport) outcomes[i] = { accepted: true };
-        else if (!devices.has(message.deviceId) && !registered.has(message.deviceId)) outcomes[i] = { accepted: false, code: 'unknown_device', message: `device ${message.deviceId} is not registered` };
-        else outcomes[i] = { accepted: false, code: 'no_active_upgrade', message: `device ${message.deviceId} has no upgrade` };
-        continue;
-      }
-      if (message.messageType === 'UPGRADE_FIRMWARE_PROGRESS' && message.version !== state.snapshot.targetVersion) {
-        outcomes[i] = {
-          accepted: false,
-          code: 'version_mismatch',
-          message: `progress for version ${message.version}, but device ${message.deviceId} is upgrading to ${state.snapshot.targetVersion}`,
-        };
-        continue;
-      }
-      if (!isFinal(state.snapshot.state) && state.snapshot.state === 'waiting' && !isReport) {
-        outcomes[i] = { accepted: false, code: 'not_started', message: `the upgrade of device ${message.deviceId} has not been sent yet` };
-        continue;
-      }
-      const result = transition(state.snapshot, toInput(message, Date.now()), state.policy);
-      if (!result.changed) {
-        for (const event of result.events) notes.push({ recordId: state.id, event });
-        outcomes[i] = result.events.some((e) => e.type === 'ignored') ? { accepted: true, code: 'ignored', message: result.events[0]!.message } : { accepted: true };
-        continue;
-      }
-      const next = { ...state, snapshot: result.record };
-      if (entry) {
-        entry.current = next;
-        entry.events.push(...result.events);
-        entry.wake ||= result.wakeJob;
-      } else {
-        working.set(message.deviceId, { original: state, current: next, events: [...result.events], wake: result.wakeJob });
-      }
-      // a change with no event (a report of another version: heard from) is not an ignored message
-      const ignored = result.events.length > 0 && result.events.every((e) => e.type === 'ignored');
-      outcomes[i] = ignored ? { accepted: true, code: 'ignored', message: result.events[0]?.message } : { accepted: true };
-      const list = touched.get(message.deviceId) ?? [];
-      list.push(i);
-      touched.set(message.deviceId, list);
-    }
-
-    const changes: RecordChange[] = [...working.values()].map(({ original, current, events }) => changeOf(original, { record: current.snapshot, events }));
-    const { applied, stale } = await applyRecordChanges(this.deps.db, changes, notes);
+  /** Writes a fold's changes and notes, wakes the jobs of the records that changed; returns the stale changes. */
+  private async writeFold(fold: DeviceMessageFold): Promise<RecordChange[]> {
+    const changes = [...fold.records.values()].map((record) => record.change);
+    const { applied, stale } = await applyRecordChanges(this.deps.db, changes, fold.notes);
 
     const wake: string[] = [];
     const finishedTasks = new Set<string>();
     for (const change of applied) {
-      const entry = working.get(change.deviceId)!;
-      const jobId = upgradeJobId(change.id, entry.original.dispatches);
-      if (entry.wake) wake.push(jobId);
+      const { jobId, wakeJob } = fold.records.get(change.deviceId)!;
+      if (wakeJob) wake.push(jobId);
       // bull-board shows the device's progress on its job (100 once it succeeded)
       if (change.record.state === 'processing' || change.record.state === 'success') {
         this.deps.waker.mirrorProgress(jobId, change.record.progress);
@@ -354,31 +287,6 @@ export class DeviceMessageService {
     this.deps.waker.wake(wake);
     this.deps.supervisor.touch(finishedTasks);
     this.deps.metrics.observeFinished(applied);
-
-    const retry: number[] = [];
-    for (const change of stale) retry.push(...(touched.get(change.deviceId) ?? []));
-    return retry;
-  }
-}
-
-function toInput(message: RecordMessage, now: number): RecordInput {
-  switch (message.messageType) {
-    case 'UPGRADE_FIRMWARE_PROGRESS':
-      return {
-        type: 'progress',
-        now,
-        version: message.version,
-        progress: message.progress,
-        complete: message.complete,
-        success: message.success,
-        errorReason: message.errorReason,
-      };
-    case 'UPGRADE_FIRMWARE_REPLY':
-      return message.success
-        ? { type: 'ack', now, messageId: message.messageId }
-        : { type: 'reject', now, messageId: message.messageId, message: message.message ?? message.code };
-    case 'REPORT_FIRMWARE':
-    case 'READ_FIRMWARE_REPLY':
-      return { type: 'report', now, version: message.version };
+    return stale;
   }
 }

@@ -2,9 +2,9 @@
 // holding up the downloads: noted once the answer is known to carry the file, and the notes of many
 // requests (a Range download is many) are written together, the database keeping one per attempt.
 import type { FastifyBaseLogger } from 'fastify';
-import type { Db } from '../../db/connection.ts';
-import { noteFirstDownloads, type Download } from '../../db/queries/download-events.ts';
-import { Batcher } from '../../workers/batcher.ts';
+import type { Db } from '../db/connection.ts';
+import { noteFirstDownloads, type Download } from '../db/queries/download-events.ts';
+import { Batcher } from '../core/batcher.ts';
 
 export class DownloadEvents {
   private readonly db: Db;

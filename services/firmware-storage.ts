@@ -6,8 +6,8 @@ import { mkdir, rename, rm, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { Transform, type Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { SignMethod } from '../../db/database.ts';
-import { OtterError, validationError } from '../../core/errors.ts';
+import type { SignMethod } from '../db/database.ts';
+import { OtterError, validationError } from '../core/errors.ts';
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 

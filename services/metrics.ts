@@ -38,6 +38,26 @@ export class Metrics {
     registers: [this.registry],
   });
 
+  readonly webhookAttempts = new Counter({
+    name: 'otter_webhook_attempts_total',
+    help: 'Webhook delivery attempts by result (delivered, retry, expired: failed for 24 h, given up)',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly webhookEventsDelivered = new Counter({
+    name: 'otter_webhook_events_delivered_total',
+    help: 'Events in webhook deliveries answered 2xx',
+    registers: [this.registry],
+  });
+
+  readonly webhookAttemptSeconds = new Histogram({
+    name: 'otter_webhook_attempt_seconds',
+    help: 'How long a webhook delivery attempt took, to its answer or failure',
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 2.5, 5, 10],
+    registers: [this.registry],
+  });
+
   /** Observes the completion latency of records that just became final. */
   observeFinished(changes: Iterable<{ fromState: string; record: { state: string; startedAt: number | null; completedAt: number | null } }>): void {
     for (const { fromState, record } of changes) {
@@ -109,6 +129,15 @@ export function registerStateGauges(metrics: Metrics, db: Db, queue: Queue): voi
         .limit(200)
         .execute();
       for (const row of rows) for (const state of RECORD_STATES) this.set({ task: row.id, task_name: row.name, state }, row[state]);
+    },
+  });
+  new Gauge({
+    name: 'otter_webhook_pending_deliveries',
+    help: 'Webhook deliveries not yet answered 2xx (nor given up), over all hooks',
+    registers: [metrics.registry],
+    async collect() {
+      const { rows } = await sql<{ n: number }>`SELECT count(*)::int AS n FROM webhook_deliveries WHERE state = 'pending'`.execute(db);
+      this.set(rows[0]?.n ?? 0);
     },
   });
   new Gauge({

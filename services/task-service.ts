@@ -1,15 +1,15 @@
 // Task operations that span several steps (state change, records, queue, dispatch signal), so the
 // task routes stay thin: validate, call one of these, shape the reply.
 import type { Queue } from 'bullmq';
-import type { Db } from '../../db/connection.ts';
-import type { RecordState, TaskRow, TaskState } from '../../db/database.ts';
-import { conflict, notFound } from '../../core/errors.ts';
-import { findTask, moveTaskState, reopenRecords } from '../../db/queries/tasks.ts';
-import { releaseToDevices, type ReleaseResult, type ReleaseSelection } from '../../db/queries/release.ts';
-import { requestPush } from '../../db/queries/dispatch.ts';
-import { cancelRecords, completeFinishedTasks } from '../../db/queries/task-lifecycle.ts';
-import { removeJobs } from '../../workers/task-supervisor.ts';
-import type { DispatchSignal } from '../../workers/dispatch-signal.ts';
+import type { Db } from '../db/connection.ts';
+import type { RecordState, TaskRow, TaskState } from '../db/database.ts';
+import { conflict, notFound } from '../core/errors.ts';
+import { findTask, moveTaskState, reopenRecords } from '../db/queries/tasks.ts';
+import { releaseToDevices, type ReleaseResult, type ReleaseSelection } from '../db/queries/release.ts';
+import { requestPush } from '../db/queries/dispatch.ts';
+import { cancelRecords, completeFinishedTasks } from '../db/queries/task-lifecycle.ts';
+import { removeJobs } from './upgrade-jobs.ts';
+import type { DispatchSignal } from './dispatch-signal.ts';
 import type { TaskSnapshots } from './task-snapshots.ts';
 
 const CLOSED: readonly TaskState[] = ['canceled', 'aborted'];

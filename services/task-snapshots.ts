@@ -4,7 +4,7 @@
 // task as read at most `maxAgeMs` ago and, if that read is older than `refreshAfterMs`, a new one
 // starts in the background (one at a time per task). Any write through this process clears the
 // snapshots, so its own changes are seen at once; the workers' changes show within `maxAgeMs`.
-import type { TaskRow } from '../../db/database.ts';
+import type { TaskRow } from '../db/database.ts';
 
 export interface TaskSnapshotOptions {
   refreshAfterMs: number;

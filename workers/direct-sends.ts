@@ -5,12 +5,12 @@
 // (when its answer wakes the job) instead of two, and one write of the record fewer.
 import { randomUUID } from 'node:crypto';
 import type { Queue } from 'bullmq';
-import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
-import { nextWakeAt, transition } from '../core/record-machine.ts';
+import { upgradeJob, type UpgradeJobData } from '../core/jobs.ts';
+import { nextWakeAt, transitionAll } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import { claimRecordsAndSend, type InFlight } from '../db/queries/dispatch.ts';
-import { changeOf, type RecordChange } from '../db/queries/record-changes.ts';
-import type { UpgradeState } from '../db/queries/upgrade-state.ts';
+import { changeOf, stateAfter, type RecordChange } from '../db/queries/record-changes.ts';
+import { jobbed, type UpgradeState } from '../db/queries/upgrade-state.ts';
 import type { JobWaker } from './job-waker.ts';
 import type { UpgradeSender } from './upgrade-sender.ts';
 
@@ -32,28 +32,22 @@ export class DirectSends {
     const sent = new Map<number, UpgradeState>();
     // dispatch latency (claimed → delivered) is measured from here
     const claimedAt = Date.now();
-    const applied = await claimRecordsAndSend(this.db, taskId, budget, (states) =>
-      states.map((state) => {
-        const result = transition(state.snapshot, { type: 'send', now: Date.now(), messageId: randomUUID() }, state.policy);
-        // written with `dispatched`: the record's dispatch count, and so its job id, moves on
-        sent.set(state.id, { ...state, revision: state.revision + 1, dispatches: state.dispatches + 1, queuedAt: claimedAt, snapshot: result.record });
-        return changeOf(state, result, true);
-      }),
-    );
+    const applied = await claimRecordsAndSend(this.db, taskId, budget, (state) => {
+      // queued (the record's dispatch count, and so its job id, moves on) and sent, in one write
+      const result = transitionAll(state.snapshot, [{ type: 'queue', now: claimedAt }, { type: 'send', now: Date.now(), messageId: randomUUID() }], state.policy);
+      if (!result.changed) return undefined;
+      const change = changeOf(state, result);
+      sent.set(state.id, stateAfter(state, change));
+      return change;
+    });
     if (applied.length === 0) return 0;
     const states = applied.map((change: RecordChange) => sent.get(change.id)!);
-    await this.queue.addBulk(
-      states.map((state) => ({
-        name: state.deviceId,
-        data: { recordId: state.id, taskId, deviceId: state.deviceId },
-        opts: { jobId: upgradeJobId(state.id, state.dispatches), delay: Math.max(0, (nextWakeAt(state.snapshot) ?? 0) - Date.now()) },
-      })),
-    );
+    await this.queue.addBulk(states.map((state) => upgradeJob(jobbed(state), nextWakeAt(state.snapshot) ?? 0)));
     await Promise.all(
       states.map(async (state) => {
-        const outcome = await this.sender.deliver(state);
+        const outcome = await this.sender.deliver(state, claimedAt);
         // a failed delivery may have scheduled a retry sooner than the deadline the job waits for
-        if (outcome.kind === 'send_error') this.waker.wake([upgradeJobId(state.id, state.dispatches)]);
+        if (outcome.kind === 'send_error') this.waker.wake([upgradeJob(jobbed(state)).opts.jobId]);
       }),
     );
     return applied.length;

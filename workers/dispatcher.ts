@@ -7,10 +7,17 @@
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Db } from '../db/connection.ts';
-import { claimRecordsForDispatch, findDispatchableTasks, type DispatchableTask, type InFlight } from '../db/queries/dispatch.ts';
-import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
+import {
+  claimRecordsForDispatch,
+  findDispatchableTasks,
+  type ClaimedRecord,
+  type DispatchableTask,
+  type InFlight,
+} from '../db/queries/dispatch.ts';
+import { upgradeJob, type UpgradeJobData } from '../core/jobs.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
 import type { DirectSends } from './direct-sends.ts';
+import { RoundLoop } from '../core/round-loop.ts';
 
 export interface DispatcherOptions {
   intervalMs?: number;
@@ -20,10 +27,25 @@ export interface DispatcherOptions {
   maxBacklog?: number;
 }
 
+/** What the dispatcher reads and claims; dispatchStore(db) in production, a fake in unit tests. */
+export interface DispatchStore {
+  /** Running push tasks with records waiting to be handed to the queue, oldest task first. */
+  findDispatchableTasks(): Promise<DispatchableTask[]>;
+  /** Claims (marks queued) as many of the task's dispatchable records as `budget` allows. */
+  claim(taskId: string, budget: (inFlight: InFlight) => Promise<number>): Promise<ClaimedRecord[]>;
+}
+
+export function dispatchStore(db: Db): DispatchStore {
+  return {
+    findDispatchableTasks: () => findDispatchableTasks(db),
+    claim: (taskId, budget) => claimRecordsForDispatch(db, taskId, budget),
+  };
+}
+
 /** The dispatcher's fast path: first attempts sent by the dispatcher itself (see DirectSends). */
 export interface DirectSendPath {
   /** Claims and sends first attempts. */
-  sends: DirectSends;
+  sends: Pick<DirectSends, 'dispatch'>;
   /** Work this process has not caught up with (device messages, runnable jobs): sends wait for it. */
   backlog: () => Promise<number>;
   /** Sends per round, at most: as many as the process runs jobs at once, so several share the work. */
@@ -37,59 +59,47 @@ const HELD_BACK_RETRY_MS = 20;
 type RoundPace = 'busy' | 'held_back' | 'idle';
 
 export class Dispatcher {
-  private readonly db: Db;
-  private readonly queue: Queue<UpgradeJobData>;
-  private readonly rateLimiter: SendRateLimiter;
-  private readonly logger: Logger;
+  private readonly store: DispatchStore;
+  private readonly queue: Pick<Queue<UpgradeJobData>, 'addBulk'>;
+  private readonly rateLimiter: Pick<SendRateLimiter, 'available'>;
+  private readonly logger: Pick<Logger, 'warn' | 'debug'>;
   private readonly options: Required<DispatcherOptions>;
   private readonly directPath: DirectSendPath | undefined;
-  private timer: NodeJS.Timeout | undefined;
-  private running: Promise<void> | undefined;
-  private again = false;
-  private stopped = true;
+  private readonly loop: RoundLoop;
 
   constructor(
-    db: Db,
-    queue: Queue<UpgradeJobData>,
-    rateLimiter: SendRateLimiter,
-    logger: Logger,
+    store: DispatchStore,
+    queue: Pick<Queue<UpgradeJobData>, 'addBulk'>,
+    rateLimiter: Pick<SendRateLimiter, 'available'>,
+    logger: Pick<Logger, 'warn' | 'debug'>,
     options: DispatcherOptions = {},
     directPath?: DirectSendPath,
   ) {
-    this.db = db;
+    this.store = store;
     this.queue = queue;
     this.rateLimiter = rateLimiter;
     this.logger = logger;
     this.options = { intervalMs: 250, perTaskPerRound: 2_000, maxBacklog: 5_000, ...options };
     this.directPath = directPath;
+    this.loop = new RoundLoop(
+      async () => {
+        const pace = await this.round();
+        return pace === 'busy' ? 'now' : pace === 'held_back' ? HELD_BACK_RETRY_MS : this.options.intervalMs;
+      },
+      (err) => {
+        this.logger.warn({ err }, 'dispatch round failed');
+        return this.options.intervalMs;
+      },
+    );
   }
 
   start(): void {
-    this.stopped = false;
-    this.poke();
+    this.loop.start();
   }
 
   /** Runs a round now (after the current one), e.g. when a task was pushed or resumed. */
   poke(): void {
-    if (this.stopped) return;
-    if (this.running) {
-      this.again = true;
-      return;
-    }
-    if (this.timer) clearTimeout(this.timer);
-    this.timer = undefined;
-    this.running = this.round()
-      .catch((err: unknown) => this.logger.warn({ err }, 'dispatch round failed'))
-      .then((pace) => {
-        this.running = undefined;
-        if (this.stopped) return;
-        if (pace === 'busy' || this.again) {
-          this.again = false;
-          setImmediate(() => this.poke());
-        } else {
-          this.timer = setTimeout(() => this.poke(), pace === 'held_back' ? HELD_BACK_RETRY_MS : this.options.intervalMs);
-        }
-      });
+    this.loop.poke();
   }
 
   /**
@@ -97,7 +107,7 @@ export class Dispatcher {
    * 'held_back' if one waited only for this process to catch up, else 'idle'.
    */
   async round(): Promise<RoundPace> {
-    const tasks = await findDispatchableTasks(this.db);
+    const tasks = await this.store.findDispatchableTasks();
     let pace: RoundPace = 'idle';
     for (const task of tasks) {
       const { claimed, heldBack } = await this.dispatchTask(task);
@@ -128,23 +138,17 @@ export class Dispatcher {
       if (sent > 0) this.logger.debug({ taskId: task.id, sent }, 'dispatched');
       return { claimed: sent, heldBack };
     }
-    const claimed = await claimRecordsForDispatch(this.db, task.id, budget);
+    const claimed = await this.store.claim(task.id, budget);
     for (let i = 0; i < claimed.length; i += ADD_CHUNK) {
       await this.queue.addBulk(
-        claimed.slice(i, i + ADD_CHUNK).map((record) => ({
-          name: record.deviceId,
-          data: { recordId: record.id, taskId: task.id, deviceId: record.deviceId },
-          opts: { jobId: upgradeJobId(record.id, record.dispatches) },
-        })),
+        claimed.slice(i, i + ADD_CHUNK).map((record) => upgradeJob({ ...record, taskId: task.id })),
       );
     }
     if (claimed.length > 0) this.logger.debug({ taskId: task.id, queued: claimed.length }, 'dispatched');
     return { claimed: claimed.length, heldBack };
   }
 
-  async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.timer) clearTimeout(this.timer);
-    await this.running;
+  stop(): Promise<void> {
+    return this.loop.stop();
   }
 }

@@ -5,7 +5,7 @@ import type { Connector, OutgoingDeviceMessage } from '../protocols/connector.ts
 import type { GatewayRoute } from '../core/messages.ts';
 import type { Db } from '../db/connection.ts';
 import { findGateways } from '../db/queries/devices.ts';
-import { Batcher } from './batcher.ts';
+import { Batcher } from '../core/batcher.ts';
 
 /** A device's gateway as registered: the gateway's product is null when the gateway is not registered. */
 type Registered = { gatewayId: string; gatewayProductId: string | null } | null;

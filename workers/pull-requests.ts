@@ -8,20 +8,16 @@
 // `success: false, code: "not_found"`.
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
-import { upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
+import { upgradeJob, type UpgradeJobData } from '../core/jobs.ts';
 import type { RequestFirmwareMessage, RequestFirmwareReply } from '../core/messages.ts';
 import { firmwareFoundReply, firmwareNotFoundReply } from '../core/platform-messages.ts';
 import { nextWakeAt, transition } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import { applyRecordChanges, changeOf } from '../db/queries/record-changes.ts';
-import { loadUpgradeStatesByDevices, type UpgradeState } from '../db/queries/upgrade-state.ts';
+import { jobbed, loadUpgradeStatesByDevices, type UpgradeState } from '../db/queries/upgrade-state.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
+import type { PullAnswer } from '../services/device-messages.ts';
 
-export interface PullAnswer {
-  reply: RequestFirmwareReply;
-  /** The record that started an attempt, if any. */
-  recordId?: number;
-}
 
 const STALE_RETRIES = 3;
 
@@ -54,9 +50,10 @@ export class PullRequests {
       }
       // a waiting record, or a push retry that is not due yet: this reply is its send, written
       // with the same guarded update as the dispatcher's, so only one of them ever sends it
-      const result = transition(state.snapshot, { type: 'send', now, messageId: message.messageId, pulled: true }, state.policy);
+      // the reply starts an attempt followed by a job of its own
+      const result = transition(state.snapshot, { type: 'send', now, messageId: message.messageId, pulled: true, newJob: true }, state.policy);
       if (!result.changed) return { reply: this.notFound(message, 'no active upgrade for this device') };
-      const { applied } = await applyRecordChanges(this.db, [changeOf(state, result, true)]);
+      const { applied } = await applyRecordChanges(this.db, [changeOf(state, result)]);
       if (applied.length === 0) continue;
       await this.parkDeadlineJob(state, nextWakeAt(result.record) ?? now + state.policy.timeoutSeconds * 1000);
       return { reply: firmwareFoundReply(message, offer, now), recordId: state.id };
@@ -84,8 +81,9 @@ export class PullRequests {
 
   /** The attempt's job, parked until its deadline: it times the attempt out if the device goes quiet. */
   private async parkDeadlineJob(state: UpgradeState, wakeAt: number): Promise<void> {
-    const jobId = upgradeJobId(state.id, state.dispatches + 1);
-    await this.queue.add(state.deviceId, { recordId: state.id, taskId: state.taskId, deviceId: state.deviceId }, { jobId, delay: Math.max(1, wakeAt - Date.now()) });
-    this.logger.debug({ recordId: state.id, jobId }, 'pull attempt started');
+    // the reply's send counted a dispatch: the attempt's job is the record's next one
+    const job = upgradeJob({ ...jobbed(state), dispatches: state.snapshot.dispatches + 1 }, Math.max(wakeAt, Date.now() + 1));
+    await this.queue.add(job.name, job.data, job.opts);
+    this.logger.debug({ recordId: state.id, jobId: job.opts.jobId }, 'pull attempt started');
   }
 }

@@ -6,7 +6,7 @@
 import type { Queue } from 'bullmq';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
-import { parseUpgradeJobId, upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
+import { parseUpgradeJobId, upgradeJob, upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
 import type { Db } from '../db/connection.ts';
 import { finishedRecordIds, inFlightRecords, tasksWithRecordsInFlight, type InFlightRecord } from '../db/queries/reconcile.ts';
 
@@ -79,13 +79,7 @@ export class Reconciler {
     const exists = ((await pipeline.exec()) ?? []).map(([, value]) => value === 1);
     const missing = records.filter((_, i) => !exists[i]);
     if (missing.length > 0) {
-      await this.queue.addBulk(
-        missing.map((record) => ({
-          name: record.deviceId,
-          data: { recordId: record.id, taskId: record.taskId, deviceId: record.deviceId },
-          opts: { jobId: upgradeJobId(record.id, record.dispatches), delay: Math.max(0, record.dueAt - now) },
-        })),
-      );
+      await this.queue.addBulk(missing.map((record) => upgradeJob(record, record.dueAt, now)));
       report.rebuilt += missing.length;
     }
     const overdue = records.filter((record, i) => exists[i] && record.state === 'processing' && record.dueAt + OVERDUE_MS < now);

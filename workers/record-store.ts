@@ -4,8 +4,7 @@
 import type { Db } from '../db/connection.ts';
 import { loadUpgradeStatesByIds, type UpgradeState } from '../db/queries/upgrade-state.ts';
 import { applyRecordChanges, type RecordChange } from '../db/queries/record-changes.ts';
-import { unqueueRecord } from '../db/queries/dispatch.ts';
-import { Batcher } from './batcher.ts';
+import { Batcher } from '../core/batcher.ts';
 import { retryTransient } from '../db/transient-errors.ts';
 
 export type ApplyResult = 'applied' | 'stale';
@@ -51,8 +50,4 @@ export class RecordStore {
     return this.changes.add(change);
   }
 
-  /** Gives a waiting record back to the dispatcher (its task was paused before it was sent). */
-  unqueue(recordId: number, revision: number): Promise<boolean> {
-    return unqueueRecord(this.db, recordId, revision);
-  }
 }

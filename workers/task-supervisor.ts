@@ -4,8 +4,8 @@
 import type { Queue } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Db } from '../db/connection.ts';
-import { abortTask, completeFinishedTasks, tasksPastAbortThreshold, type CanceledRecord } from '../db/queries/task-lifecycle.ts';
-import { upgradeJobId } from '../core/jobs.ts';
+import { abortTask, completeFinishedTasks, tasksPastAbortThreshold } from '../db/queries/task-lifecycle.ts';
+import { removeJobs } from '../services/upgrade-jobs.ts';
 
 const REVIEW_DELAY_MS = 50;
 
@@ -59,15 +59,5 @@ export class TaskSupervisor {
       this.schedule();
     }
     await this.reviewing;
-  }
-}
-
-/** Removes the queued or parked jobs of canceled records; a job running right now drops itself. */
-export async function removeJobs(queue: Queue, records: readonly CanceledRecord[]): Promise<void> {
-  const withJobs = records.filter((record) => record.hadJob);
-  for (let i = 0; i < withJobs.length; i += 500) {
-    await Promise.all(
-      withJobs.slice(i, i + 500).map((record) => queue.remove(upgradeJobId(record.id, record.dispatches)).catch(() => 0)),
-    );
   }
 }

@@ -18,11 +18,12 @@ const MAX_STEPS = 8;
 const PARKED = new DelayedError();
 const DATABASE_RETRY_MS = 3_000;
 
+// only the members a step uses, so unit tests can hand in fakes
 export interface UpgradeProcessorDeps {
-  store: RecordStore;
-  sender: UpgradeSender;
-  rateLimiter: SendRateLimiter;
-  logger: Logger;
+  store: Pick<RecordStore, 'load'>;
+  sender: Pick<UpgradeSender, 'apply' | 'send'>;
+  rateLimiter: Pick<SendRateLimiter, 'acquire'>;
+  logger: Pick<Logger, 'warn'>;
 }
 
 export type UpgradeJobResult = { state: string; attempts: number } | { dropped: string };
@@ -55,7 +56,7 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
         record: state.snapshot,
         mode: state.policy.mode,
         taskState: state.taskState,
-        recordDispatches: state.dispatches,
+        recordDispatches: state.snapshot.dispatches,
         jobDispatches,
         now,
       });
@@ -70,7 +71,7 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
           job.opts.removeOnComplete = true;
           return { dropped: plan.reason };
         case 'hold':
-          await store.unqueue(state.id, state.revision);
+          await applyInput(state, { type: 'unqueue', now });
           job.opts.removeOnComplete = true;
           return { dropped: `task ${state.taskState}: back to the dispatcher` };
         case 'abandon':

@@ -7,7 +7,7 @@ import { transition, type RecordInput } from '../core/record-machine.ts';
 import { upgradeFirmwareMessage } from '../core/platform-messages.ts';
 import type { Connector } from '../protocols/connector.ts';
 import type { UpgradeState } from '../db/queries/upgrade-state.ts';
-import { changeOf } from '../db/queries/record-changes.ts';
+import { changeOf, stateAfter } from '../db/queries/record-changes.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
 import type { RecordStore } from './record-store.ts';
 
@@ -16,7 +16,8 @@ export interface UpgradeSenderDeps {
   connector: Connector;
   offers: FirmwareOffers;
   logger: Logger;
-  onSent?: (state: UpgradeState) => void;
+  /** `queuedAt`: when the record was handed to the queue (epoch ms), for the dispatch latency. */
+  onSent?: (state: UpgradeState, queuedAt: number | null) => void;
   onSendError?: (state: UpgradeState, detail: string) => void;
 }
 
@@ -39,8 +40,9 @@ export class UpgradeSender {
   async apply(state: UpgradeState, input: RecordInput): Promise<UpgradeState | undefined> {
     const result = transition(state.snapshot, input, state.policy);
     if (!result.changed) return state;
-    const outcome = await this.deps.store.apply(changeOf(state, result));
-    return outcome === 'applied' ? { ...state, revision: state.revision + 1, snapshot: result.record } : undefined;
+    const change = changeOf(state, result);
+    const outcome = await this.deps.store.apply(change);
+    return outcome === 'applied' ? stateAfter(state, change) : undefined;
   }
 
   /** Sends the record's next attempt: marks it sent, then delivers the message. */
@@ -49,11 +51,11 @@ export class UpgradeSender {
     const messageId = randomUUID();
     const sent = await this.apply(state, { type: 'send', now, messageId });
     if (!sent || sent === state) return { kind: 'stale' };
-    return this.deliver(sent);
+    return this.deliver(sent, state.snapshot.queuedAt);
   }
 
-  /** Delivers the attempt a record was marked sent for (`sent`, as written). */
-  async deliver(sent: UpgradeState): Promise<SendOutcome> {
+  /** Delivers the attempt a record was marked sent for (`sent`, as written; queued at `queuedAt`). */
+  async deliver(sent: UpgradeState, queuedAt: number | null): Promise<SendOutcome> {
     const now = Date.now();
     try {
       const offer = await this.deps.offers.offer(sent.firmwareId, { deviceId: sent.deviceId, timeoutSeconds: sent.policy.timeoutSeconds }, now);
@@ -64,7 +66,7 @@ export class UpgradeSender {
         deviceId: sent.deviceId,
         body: upgradeFirmwareMessage({ messageId: sent.snapshot.messageId ?? '', deviceId: sent.deviceId }, offer, sent.snapshot.attemptStartedAt ?? now),
       });
-      this.deps.onSent?.(sent);
+      this.deps.onSent?.(sent, queuedAt);
       return { kind: 'sent', state: sent };
     } catch (error) {
       const detail = error instanceof Error ? error.message : String(error);

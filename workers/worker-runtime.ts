@@ -8,10 +8,10 @@ import { UPGRADE_QUEUE, type UpgradeJobData } from '../core/jobs.ts';
 import { isFinal } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import type { Connector } from '../protocols/connector.ts';
-import type { Metrics } from '../service/metrics.ts';
-import type { DeviceMessageService } from './device-messages.ts';
-import { Dispatcher, type DispatcherOptions } from './dispatcher.ts';
-import { listenForDispatch } from './dispatch-signal.ts';
+import type { Metrics } from '../services/metrics.ts';
+import type { DeviceMessageService } from '../services/device-messages.ts';
+import { Dispatcher, dispatchStore, type DispatcherOptions } from './dispatcher.ts';
+import { listenForDispatch } from '../services/dispatch-signal.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
 import type { JobWaker } from './job-waker.ts';
 import { RecordStore } from './record-store.ts';
@@ -22,6 +22,7 @@ import { createUpgradeProcessor, type UpgradeJobResult } from './upgrade-process
 import { UpgradeSender } from './upgrade-sender.ts';
 import { DirectSends } from './direct-sends.ts';
 import { UPGRADE_JOB_OPTIONS, createRedis } from './upgrade-queue.ts';
+import { WebhookDeliverer } from './webhook-deliverer.ts';
 
 export interface WorkerRuntimeDeps {
   config: Config;
@@ -54,13 +55,13 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     connector: deps.connector,
     offers: deps.offers,
     logger,
-    onSent: (state) => {
+    onSent: (_state, queuedAt) => {
       metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'ok' });
-      if (state.queuedAt !== null) metrics.dispatchLatency.observe((Date.now() - state.queuedAt) / 1000);
+      if (queuedAt !== null) metrics.dispatchLatency.observe((Date.now() - queuedAt) / 1000);
     },
     onSendError: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'error' }),
   });
-  const dispatcher = new Dispatcher(db, queue, rateLimiter, logger, deps.dispatcher, {
+  const dispatcher = new Dispatcher(dispatchStore(db), queue, rateLimiter, logger, { perTaskPerRound: config.dispatchBatchSize, ...deps.dispatcher }, {
     sends: new DirectSends(db, sender, queue, deps.waker),
     backlog: async () => deps.messages.pending + (await queue.getWaitingCount()),
     perRound: config.workerConcurrency,
@@ -94,6 +95,9 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   dispatcher.start();
   const reconciler = new Reconciler(db, queue, deps.redis, logger, config.reconcileIntervalMs);
   reconciler.start();
+  // webhook deliveries: the outbox in Postgres, drained by every worker (docs/operations.md#webhooks)
+  const webhooks = new WebhookDeliverer(db, logger, metrics, { retryBaseMs: config.webhookRetryBaseMs });
+  webhooks.start();
 
   return {
     dispatcher,
@@ -103,6 +107,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     async stop() {
       await unsubscribe();
       await reconciler.stop();
+      await webhooks.stop();
       await dispatcher.stop();
       await worker.close();
       workerConnection.disconnect();

@@ -4,8 +4,8 @@
 import type { FastifyRequest } from 'fastify';
 import fp from 'fastify-plugin';
 import type { Db } from '../../db/connection.ts';
-import type { Logger } from '../../service/logger.ts';
-import { AuditLog } from '../services/audit-log.ts';
+import type { Logger } from 'pino';
+import { AuditLog } from '../../services/audit-log.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -3,11 +3,12 @@
 // 4xx messages pass through; a 5xx becomes a generic message and a log line with the request.
 import type { FastifyError, FastifyInstance } from 'fastify';
 import fp from 'fastify-plugin';
-import { STATUS_CODES } from 'node:http';
-import { OtterError, type ErrorDetail } from '../../core/errors.ts';
+import { OtterError, errorBody, type ErrorCode, type ErrorDetail } from '../../core/errors.ts';
+
+export { errorBody, type ErrorBody } from '../../core/errors.ts';
 import { validationDetails } from './validation.ts';
 
-const FASTIFY_CODES: Record<string, string> = {
+const FASTIFY_CODES: Record<string, ErrorCode> = {
   FST_ERR_CTP_BODY_TOO_LARGE: 'payload_too_large',
   FST_REQ_FILE_TOO_LARGE: 'payload_too_large',
   FST_ERR_CTP_INVALID_MEDIA_TYPE: 'unsupported_media_type',
@@ -18,26 +19,13 @@ const FASTIFY_CODES: Record<string, string> = {
   FST_ERR_VALIDATION: 'validation_error',
 };
 
-export interface ErrorBody {
-  statusCode: number;
-  code: string;
-  error: string;
-  message: string;
-  details?: ErrorDetail[];
-}
-
 interface Described {
   statusCode: number;
-  code: string;
+  code: ErrorCode;
   message: string;
   details?: ErrorDetail[];
 }
 
-export function errorBody(statusCode: number, code: string, message: string, details?: ErrorDetail[]): ErrorBody {
-  const body: ErrorBody = { statusCode, code, error: STATUS_CODES[statusCode] ?? 'Error', message };
-  if (details && details.length > 0) body.details = details;
-  return body;
-}
 
 function describe(error: FastifyError | OtterError): Described {
   if (error instanceof OtterError) return { statusCode: error.statusCode, code: error.code, message: error.message, details: error.details };
@@ -51,9 +39,8 @@ function describe(error: FastifyError | OtterError): Described {
   }
   const statusCode = fastifyError.statusCode ?? 500;
   if (statusCode === 401) return { statusCode, code: 'unauthorized', message: 'a valid API key is required' };
-  if (statusCode === 429) return { statusCode, code: 'rate_limited', message: fastifyError.message };
   if (statusCode >= 500) return { statusCode: 500, code: 'internal_error', message: 'internal error' };
-  const code = (fastifyError.code && FASTIFY_CODES[fastifyError.code]) ?? (statusCode === 404 ? 'not_found' : 'bad_request');
+  const code = (fastifyError.code ? FASTIFY_CODES[fastifyError.code] : undefined) ?? (statusCode === 404 ? 'not_found' : 'bad_request');
   return { statusCode, code, message: fastifyError.message };
 }
 
@@ -61,7 +48,7 @@ function describe(error: FastifyError | OtterError): Described {
  * Errors Fastify meets while routing, before any hook or handler runs: a path parameter longer than
  * any id, or a URL that is not validly percent-encoded.
  */
-export function describeFrameworkError(error: FastifyError): { statusCode: number; code: string; message: string } {
+export function describeFrameworkError(error: FastifyError): Described {
   if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') return { statusCode: 414, code: 'uri_too_long', message: 'a path parameter is too long' };
   if (error.code === 'FST_ERR_BAD_URL') return { statusCode: 400, code: 'validation_error', message: 'the URL is not validly percent-encoded' };
   return { statusCode: 500, code: 'internal_error', message: 'internal error' };

@@ -5,7 +5,7 @@ import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import fp from 'fastify-plugin';
 import { ErrorReply, EntityIdParams } from '../schemas/common.ts';
 import { CredentialsBody, CredentialsReply, RevokeCredentialsReply } from '../schemas/device-credentials.ts';
-import { DeviceCredentials } from '../services/device-credentials.ts';
+import { DeviceCredentials } from '../../services/device-credentials.ts';
 
 declare module 'fastify' {
   interface FastifyInstance {

@@ -9,7 +9,7 @@ import { checkDownloadSignature } from '../../core/download-url.ts';
 import { forbidden, notFound } from '../../core/errors.ts';
 import { findFirmware } from '../../db/queries/firmware.ts';
 import { ErrorReply, UuidParams } from '../schemas/common.ts';
-import { DownloadEvents } from '../services/download-events.ts';
+import { DownloadEvents } from '../../services/download-events.ts';
 
 const DownloadQuery = Type.Object({
   device: Type.Optional(Type.String({ maxLength: 64, description: 'the device a signed URL was made for' })),

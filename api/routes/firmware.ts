@@ -18,7 +18,7 @@ import {
   type FrozenColumn,
 } from '../../db/queries/firmware.ts';
 import { ErrorReply, IfMatchHeaders, UuidParams, etagOf, ifMatchRevisions, paging } from '../schemas/common.ts';
-import { FileTooLargeError } from '../services/firmware-storage.ts';
+import { FileTooLargeError } from '../../services/firmware-storage.ts';
 import {
   CreateFirmwareBody,
   Firmware,

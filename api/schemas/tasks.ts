@@ -3,6 +3,7 @@
 import { Type, type Static } from 'typebox';
 import type { TaskRow } from '../../db/database.ts';
 import { EntityId, NullableTimestamp, PagingQuery, Timestamp, Uuid, iso } from './common.ts';
+import { TagSelection } from './devices.ts';
 import { UpgradeRecordState } from './records.ts';
 
 export const TaskState = Type.Union([
@@ -41,33 +42,26 @@ const Name = Type.String({ minLength: 1, maxLength: 128 });
 const Description = Type.String({ maxLength: 2_000 });
 const TimeoutSeconds = Type.Integer({ minimum: 1, maximum: 30 * 86_400 });
 
-export const TaskCreateBody = Type.Object({
-  firmwareId: Uuid,
-  name: Name,
+/** The settings a task is created with and may later change (PATCH), all optional. */
+const TaskSettings = {
   description: Type.Optional(Type.Union([Description, Type.Null()])),
-  mode: Type.Optional(Type.Union([Type.Literal('push'), Type.Literal('pull')], { default: 'push' })),
   timeoutSeconds: Type.Optional(TimeoutSeconds),
   responseTimeoutSeconds: Type.Optional(Type.Union([TimeoutSeconds, Type.Null()])),
   retry: Type.Optional(RetryPolicy),
   rollout: Type.Optional(RolloutLimits),
   abort: Type.Optional(Type.Union([AbortPolicy, Type.Null()])),
   startAt: Type.Optional(Type.Union([Timestamp, Type.Null()])),
+};
+
+export const TaskCreateBody = Type.Object({
+  firmwareId: Uuid,
+  name: Name,
+  mode: Type.Optional(Type.Union([Type.Literal('push'), Type.Literal('pull')], { default: 'push' })),
+  ...TaskSettings,
 });
 export type TaskCreateBodyType = Static<typeof TaskCreateBody>;
 
-export const TaskPatchBody = Type.Object(
-  {
-    name: Type.Optional(Name),
-    description: Type.Optional(Type.Union([Description, Type.Null()])),
-    timeoutSeconds: Type.Optional(TimeoutSeconds),
-    responseTimeoutSeconds: Type.Optional(Type.Union([TimeoutSeconds, Type.Null()])),
-    retry: Type.Optional(RetryPolicy),
-    rollout: Type.Optional(RolloutLimits),
-    abort: Type.Optional(Type.Union([AbortPolicy, Type.Null()])),
-    startAt: Type.Optional(Type.Union([Timestamp, Type.Null()])),
-  },
-  { minProperties: 1 },
-);
+export const TaskPatchBody = Type.Object({ name: Type.Optional(Name), ...TaskSettings }, { minProperties: 1 });
 
 export const TaskStats = Type.Object({
   total: Type.Integer(),
@@ -116,6 +110,7 @@ const Versions = Type.Array(Type.String({ minLength: 1, maxLength: 64 }), { minI
 export const ReleaseBody = Type.Union([
   Type.Object({ allDevices: Type.Literal(true), fromVersions: Type.Optional(Versions), push: Type.Optional(Type.Boolean()) }),
   Type.Object({ deviceIds: DeviceIds, fromVersions: Type.Optional(Versions), push: Type.Optional(Type.Boolean()) }),
+  Type.Object({ tags: TagSelection, fromVersions: Type.Optional(Versions), push: Type.Optional(Type.Boolean()) }),
 ]);
 
 const SkipCounts = Type.Object({

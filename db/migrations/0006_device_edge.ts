@@ -22,6 +22,11 @@ export async function up(db: Kysely<unknown>): Promise<void> {
     FROM (SELECT record_id, count(*)::int AS n FROM record_events WHERE type = 'ignored' GROUP BY record_id) c
     WHERE r.id = c.record_id`.execute(db);
 
+  await createApplyRecordChanges0006(db);
+}
+
+/** The record-write function as this migration left it (migration 0010 replaces it; its down() brings it back). */
+export async function createApplyRecordChanges0006(db: Kysely<unknown>): Promise<void> {
   await sql`
     CREATE OR REPLACE FUNCTION otter_apply_record_changes(
       c_id bigint[], c_revision int[], c_dispatched boolean[], c_task_id uuid[], c_from_state text[],

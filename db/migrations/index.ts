@@ -9,6 +9,9 @@ import * as deviceEdge from './0006_device_edge.ts';
 import * as deviceCertificates from './0007_device_certificates.ts';
 import * as revisions from './0008_revisions.ts';
 import * as auditLog from './0009_audit_log.ts';
+import * as oneWritePath from './0010_one_write_path.ts';
+import * as webhooks from './0011_webhooks.ts';
+import * as deviceTags from './0012_device_tags.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
@@ -20,4 +23,7 @@ export const migrations: Record<string, Migration> = {
   '0007_device_certificates': deviceCertificates,
   '0008_revisions': revisions,
   '0009_audit_log': auditLog,
+  '0010_one_write_path': oneWritePath,
+  '0011_webhooks': webhooks,
+  '0012_device_tags': deviceTags,
 };

@@ -1,6 +1,7 @@
 // The audit log table: batched inserts, the newest-first listing, and the retention sweep.
 import type { Db } from '../connection.ts';
 import type { AuditLogRow, NewAuditLogRow } from '../database.ts';
+import { pageOf } from './paging.ts';
 
 export async function insertAuditEntries(db: Db, entries: readonly NewAuditLogRow[]): Promise<void> {
   if (entries.length === 0) return;
@@ -20,11 +21,7 @@ export async function listAuditEntries(
   let query = db.selectFrom('audit_log');
   if (filter.since) query = query.where('at', '>=', filter.since);
   if (filter.targetId !== undefined) query = query.where('target_id', '=', filter.targetId);
-  const [rows, count] = await Promise.all([
-    query.selectAll().orderBy('at', 'desc').orderBy('id', 'desc').limit(window.limit).offset(window.offset).execute(),
-    query.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.total) };
+  return pageOf(query, (q) => q.selectAll().orderBy('at', 'desc').orderBy('id', 'desc').limit(window.limit).offset(window.offset).execute());
 }
 
 /** Deletes the entries older than `before`; answers how many went. */

@@ -4,8 +4,9 @@
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { RolloutLimits } from '../database.ts';
-import { lockDispatchableStates, type UpgradeState } from './upgrade-state.ts';
+import { DISPATCHABLE, lockUpgradeStates, type UpgradeState } from './upgrade-state.ts';
 import { applyRecordChanges, type RecordChange } from './record-changes.ts';
+import { transitionRecords } from './record-transitions.ts';
 
 export interface DispatchableTask {
   id: string;
@@ -19,8 +20,7 @@ export async function findDispatchableTasks(db: Db): Promise<DispatchableTask[]>
     SELECT t.id, t.rollout, t.processing FROM upgrade_tasks t
     WHERE t.state = 'running' AND t.mode = 'push' AND (t.start_at IS NULL OR t.start_at <= now())
       AND EXISTS (
-        SELECT 1 FROM upgrade_records r
-        WHERE r.task_id = t.id AND r.state = 'waiting' AND r.push_requested AND r.queued_at IS NULL)
+        SELECT 1 FROM upgrade_records WHERE task_id = t.id AND ${DISPATCHABLE})
     ORDER BY t.created_at`.execute(db);
   return rows;
 }
@@ -49,43 +49,28 @@ export async function claimRecordsForDispatch(
   return db.transaction().execute(async (trx) => {
     const limit = await lockedBudget(trx, taskId, budget);
     if (limit <= 0) return [];
-    const { rows } = await sql<{ id: number; device_id: string; dispatches: number }>`
-      UPDATE upgrade_records r SET queued_at = now(), dispatches = r.dispatches + 1,
-        revision = r.revision + 1, updated_at = now()
-      WHERE r.id IN (
-        SELECT id FROM upgrade_records
-        WHERE task_id = ${taskId} AND state = 'waiting' AND push_requested AND queued_at IS NULL
-        ORDER BY id LIMIT ${limit}
-        FOR UPDATE SKIP LOCKED)
-      RETURNING r.id, r.device_id, r.dispatches`.execute(trx);
-    if (rows.length > 0) {
-      await sql`
-        INSERT INTO record_events (record_id, type, attempt)
-        SELECT unnest(${rows.map((row) => row.id)}::bigint[]), 'queued', 0`.execute(trx);
-    }
-    return rows.map((row) => ({ id: row.id, deviceId: row.device_id, dispatches: row.dispatches }));
+    const now = Date.now();
+    const written = await transitionRecords(trx, { taskId, dispatchable: true, skipLocked: true }, () => ({ type: 'queue', now }), limit);
+    return written.map(({ change }) => ({ id: change.id, deviceId: change.deviceId, dispatches: change.record.dispatches }));
   });
 }
 
 /**
  * Claims a batch of a task's dispatchable records and marks them sent in the same transaction:
- * `send` turns each record into its change (the state machine's send, `dispatched`), which is
- * written with the record's `queued` event before it. Returns the changes written; the caller
- * then adds their jobs and delivers the messages.
+ * `send` gives each record's change (the state machine's queue, then its send, as one change). Returns the changes written; the caller then adds their jobs and delivers the messages.
  */
 export async function claimRecordsAndSend(
   db: Db,
   taskId: string,
   budget: (inFlight: InFlight) => Promise<number>,
-  send: (states: UpgradeState[]) => RecordChange[],
+  send: (state: UpgradeState) => RecordChange | undefined,
 ): Promise<RecordChange[]> {
   return db.transaction().execute(async (trx) => {
     const limit = await lockedBudget(trx, taskId, budget);
     if (limit <= 0) return [];
-    const states = await lockDispatchableStates(trx, taskId, limit);
-    if (states.length === 0) return [];
-    const queued = states.map((state) => ({ recordId: state.id, event: { type: 'queued' as const, attempt: 0 } }));
-    const { applied } = await applyRecordChanges(trx, send(states), queued);
+    const states = await lockUpgradeStates(trx, { taskId, dispatchable: true, skipLocked: true }, 0, limit);
+    const changes = states.flatMap((state) => send(state) ?? []);
+    const { applied } = await applyRecordChanges(trx, changes);
     return applied;
   });
 }
@@ -104,28 +89,16 @@ async function lockedBudget(trx: Db, taskId: string, budget: (inFlight: InFlight
        WHERE r.task_id = t.id AND r.state = 'waiting' AND r.queued_at IS NOT NULL) AS "queuedUnsent"
     FROM upgrade_tasks t WHERE t.id = ${taskId} AND t.state = 'running'
       -- past its abort threshold, a task sends nothing more even before the supervisor aborts it
-      AND NOT (t.abort IS NOT NULL
-               AND t.success + t.failed + t.canceled >= (t.abort->>'minFinished')::int
-               AND t.success + t.failed > 0
-               AND t.failed::float8 / (t.success + t.failed) >= (t.abort->>'failureRate')::float8)`.execute(trx);
+      AND NOT otter_past_abort_threshold(t.abort, t.success, t.failed, t.canceled)`.execute(trx);
   if (!counts[0]) return 0;
   return Math.floor(await budget(counts[0]));
 }
 
-/** Gives a queued, unsent record back to the dispatcher. */
-export async function unqueueRecord(db: Db, recordId: number, revision: number): Promise<boolean> {
-  const result = await sql`
-    UPDATE upgrade_records SET queued_at = NULL, revision = revision + 1, updated_at = now()
-    WHERE id = ${recordId} AND revision = ${revision} AND state = 'waiting'`.execute(db);
-  return Number(result.numAffectedRows ?? 0) > 0;
-}
-
 /** Asks for a task's waiting records (or some devices' of them) to be pushed; returns how many. */
 export async function requestPush(db: Db, taskId: string, deviceIds?: readonly string[]): Promise<number> {
-  const deviceFilter = deviceIds ? sql`AND device_id = ANY(${[...deviceIds]}::text[])` : sql``;
-  const result = await sql`
-    UPDATE upgrade_records SET push_requested = true, revision = revision + 1, updated_at = now()
-    WHERE task_id = ${taskId} AND state = 'waiting' AND NOT push_requested ${deviceFilter}`.execute(db);
-  return Number(result.numAffectedRows ?? 0);
+  const now = Date.now();
+  const written = await db.transaction().execute((trx) =>
+    transitionRecords(trx, { taskId, states: ['waiting'], deviceIds }, () => ({ type: 'request_push', now })),
+  );
+  return written.length;
 }
-

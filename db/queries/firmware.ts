@@ -7,6 +7,7 @@ import { sql, type Transaction } from 'kysely';
 import { conflict } from '../../core/errors.ts';
 import type { Db } from '../connection.ts';
 import type { Database, FirmwareRow, FirmwareUpdate, NewFirmwareRow, SignMethod } from '../database.ts';
+import { pageOf } from './paging.ts';
 
 const VERSION_ORDER_KEY = 'firmware_product_version_order_key';
 
@@ -88,11 +89,7 @@ export async function listFirmware(db: Db, filter: FirmwareFilter): Promise<{ ro
     const pattern = containsPattern(filter.q);
     query = query.where((eb) => eb.or([eb('name', 'ilike', pattern), eb('version', 'ilike', pattern)]));
   }
-  const [rows, counted] = await Promise.all([
-    query.selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit).offset(filter.offset).execute(),
-    query.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(counted.total) };
+  return pageOf(query, (q) => q.selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(filter.limit).offset(filter.offset).execute());
 }
 
 /** Whether `next` (as written by an update) differs from the row's current value of `column`. */

@@ -2,7 +2,8 @@
 // or processing), page by page, and which of a set of records are already final.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
-import type { RecordState } from '../database.ts';
+import { nextWakeAt, type RecordState } from '../../core/record-machine.ts';
+import { loadInFlightStates } from './upgrade-state.ts';
 
 export interface InFlightRecord {
   id: number;
@@ -26,26 +27,16 @@ export async function tasksWithRecordsInFlight(db: Db): Promise<string[]> {
 
 /** A page of a task's in-flight records after `afterId`, in id order. */
 export async function inFlightRecords(db: Db, taskId: string, afterId: number, limit: number): Promise<InFlightRecord[]> {
-  const { rows } = await sql<{ id: number; task_id: string; device_id: string; state: RecordState; dispatches: number; due_at: Date | null }>`
-    SELECT id, task_id, device_id, state, dispatches,
-      CASE
-        WHEN state = 'waiting' THEN queued_at
-        WHEN retry_at IS NOT NULL THEN retry_at
-        WHEN response_deadline_at IS NOT NULL AND (last_message_at IS NULL OR last_message_at < attempt_started_at)
-          THEN LEAST(response_deadline_at, deadline_at)
-        ELSE deadline_at
-      END AS due_at
-    FROM upgrade_records
-    WHERE task_id = ${taskId} AND id > ${afterId}
-      AND (state = 'processing' OR (state = 'waiting' AND queued_at IS NOT NULL))
-    ORDER BY id LIMIT ${limit}`.execute(db);
-  return rows.map((row) => ({
-    id: row.id,
-    taskId: row.task_id,
-    deviceId: row.device_id,
-    state: row.state,
-    dispatches: row.dispatches,
-    dueAt: row.due_at ? row.due_at.getTime() : Date.now(),
+  const states = await loadInFlightStates(db, taskId, afterId, limit);
+  const now = Date.now();
+  return states.map(({ id, taskId, deviceId, snapshot }) => ({
+    id,
+    taskId,
+    deviceId,
+    state: snapshot.state,
+    dispatches: snapshot.dispatches,
+    // the job's due time is the state machine's rule (nextWakeAt), not a copy of it in SQL
+    dueAt: (snapshot.state === 'waiting' ? snapshot.queuedAt : nextWakeAt(snapshot)) ?? now,
   }));
 }
 

@@ -1,7 +1,8 @@
-// Writes the record state machine's transitions for many records at once: one guarded UPDATE
-// (a change applies only if the record's revision is still the one it was computed from), one
-// INSERT of timeline events, one UPDATE of the tasks' state counters — all in one transaction,
-// one server-side function call.
+// The one write path of upgrade records (docs/states-and-rules.md#one-write-path): every change is
+// a transition of the state machine (core/record-machine.ts), written for many records at once by
+// otter_write_records (migration 0010) — one guarded UPDATE of named fields (a change applies only
+// if the record's revision is still the one it was computed from), the timeline's events, and the
+// device's version after a success, in one round trip. Task counters follow by trigger.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { RecordSnapshot, RecordState, TimelineEvent, Transition } from '../../core/record-machine.ts';
@@ -16,12 +17,10 @@ export interface RecordChange {
   fromState: RecordState;
   record: RecordSnapshot;
   events: TimelineEvent[];
-  /** The record gets a new job (a pull reply starts an attempt followed by its own job). */
-  dispatched?: boolean;
 }
 
 /** The change that writes `transition`'s outcome over the record `state` was read as. */
-export function changeOf(state: UpgradeState, transition: Pick<Transition, 'record' | 'events'>, dispatched = false): RecordChange {
+export function changeOf(state: UpgradeState, transition: Pick<Transition, 'record' | 'events'>): RecordChange {
   return {
     id: state.id,
     taskId: state.taskId,
@@ -30,8 +29,12 @@ export function changeOf(state: UpgradeState, transition: Pick<Transition, 'reco
     fromState: state.snapshot.state,
     record: transition.record,
     events: transition.events,
-    dispatched,
   };
+}
+
+/** The record as it is once `change` is written: what a caller holding `state` reads next. */
+export function stateAfter(state: UpgradeState, change: RecordChange): UpgradeState {
+  return { ...state, revision: change.revision + 1, snapshot: change.record };
 }
 
 /** An event for a record whose state does not change (an ignored message). */
@@ -46,56 +49,40 @@ export interface AppliedChanges {
   stale: RecordChange[];
 }
 
-
-// times travel as epoch milliseconds (cheap to serialise) and become timestamptz in SQL
-const toTime = (value: number | null): number | null => value;
-
-export async function insertRecordEvents(db: Db, notes: readonly RecordNote[]): Promise<void> {
-  if (notes.length === 0) return;
-  await sql`
-    INSERT INTO record_events (record_id, type, attempt, progress, message)
-    SELECT * FROM unnest(
-      ${notes.map((n) => n.recordId)}::bigint[], ${notes.map((n) => n.event.type)}::text[],
-      ${notes.map((n) => n.event.attempt)}::int[], ${notes.map((n) => n.event.progress ?? null)}::smallint[],
-      ${notes.map((n) => n.event.message ?? null)}::text[])`.execute(db);
+/** A change as otter_write_records reads it (the composite type otter_record_change). */
+function toRow(change: RecordChange) {
+  const r = change.record;
+  return {
+    id: change.id,
+    revision: change.revision,
+    device_id: change.deviceId,
+    target_version: r.targetVersion,
+    from_state: change.fromState,
+    state: r.state,
+    attempts: r.attempts,
+    progress: r.progress,
+    error_reason: r.errorReason,
+    message_id: r.messageId,
+    started_at: r.startedAt,
+    attempt_started_at: r.attemptStartedAt,
+    deadline_at: r.deadlineAt,
+    response_deadline_at: r.responseDeadlineAt,
+    retry_at: r.retryAt,
+    last_message_at: r.lastMessageAt,
+    completed_at: r.completedAt,
+    queued_at: r.queuedAt,
+    push_requested: r.pushRequested,
+    dispatches: r.dispatches,
+  };
 }
 
-/** Adds per-task deltas of the state counters; `deltas` maps task id → state → change. */
-export async function addTaskCounters(db: Db, deltas: Map<string, Partial<Record<RecordState, number>>>): Promise<void> {
-  const entries = [...deltas].filter(([, delta]) => Object.values(delta).some((n) => n !== 0));
-  if (entries.length === 0) return;
-  const column = (state: RecordState) => entries.map(([, delta]) => delta[state] ?? 0);
-  // task rows locked in id order, so concurrent batches never deadlock on them
-  if (entries.length > 1) {
-    await sql`SELECT 1 FROM upgrade_tasks WHERE id = ANY(${entries.map(([id]) => id)}::uuid[]) ORDER BY id FOR UPDATE`.execute(db);
-  }
-  await sql`
-    UPDATE upgrade_tasks t SET
-      waiting = t.waiting + d.waiting, processing = t.processing + d.processing,
-      success = t.success + d.success, failed = t.failed + d.failed, canceled = t.canceled + d.canceled,
-      updated_at = now()
-    FROM unnest(${entries.map(([id]) => id)}::uuid[], ${column('waiting')}::int[], ${column('processing')}::int[],
-                ${column('success')}::int[], ${column('failed')}::int[], ${column('canceled')}::int[])
-      AS d(id, waiting, processing, success, failed, canceled)
-    WHERE t.id = d.id`.execute(db);
-}
-
-export function counterDeltas(changes: readonly { taskId: string; fromState: RecordState; record: { state: RecordState } }[]) {
-  const deltas = new Map<string, Partial<Record<RecordState, number>>>();
-  for (const change of changes) {
-    if (change.fromState === change.record.state) continue;
-    const delta = deltas.get(change.taskId) ?? {};
-    delta[change.fromState] = (delta[change.fromState] ?? 0) - 1;
-    delta[change.record.state] = (delta[change.record.state] ?? 0) + 1;
-    deltas.set(change.taskId, delta);
-  }
-  return deltas;
+function eventRow(recordId: number, event: TimelineEvent, always: boolean) {
+  return { record_id: recordId, type: event.type, attempt: event.attempt, progress: event.progress ?? null, message: event.message ?? null, always };
 }
 
 /**
- * Writes the changes, and the notes' events, in one call of otter_apply_record_changes (migrations
- * 0004, 0006): one round trip, so row locks last only as long as Postgres works on them. Notes go
- * through it too, even without changes: it is where a timeline's `ignored` events are capped.
+ * Writes the changes, and the notes' events, in one call of otter_write_records. Notes go through
+ * it too, even without changes: it is where a timeline's `ignored` events are capped.
  */
 export async function applyRecordChanges(
   db: Db,
@@ -105,25 +92,10 @@ export async function applyRecordChanges(
   if (changes.length === 0 && notes.length === 0) return { applied: [], stale: [] };
   // one change per record per batch: the caller folds several inputs for a record into one
   const ordered = [...changes].sort((a, b) => a.id - b.id);
-  const col = <T>(pick: (change: RecordChange) => T) => ordered.map(pick);
-  const events: Array<{ recordId: number; event: TimelineEvent; always: boolean }> = notes.map((note) => ({ ...note, always: true }));
-  for (const change of ordered) for (const event of change.events) events.push({ recordId: change.id, event, always: false });
-  const ev = <T>(pick: (entry: (typeof events)[number]) => T) => events.map(pick);
+  const events = notes.map((note) => eventRow(note.recordId, note.event, true));
+  for (const change of ordered) for (const event of change.events) events.push(eventRow(change.id, event, false));
   const { rows } = await sql<{ applied: string[] }>`
-    SELECT otter_apply_record_changes(
-      ${col((c) => c.id)}::bigint[], ${col((c) => c.revision)}::int[], ${col((c) => c.dispatched === true)}::boolean[],
-      ${col((c) => c.taskId)}::uuid[], ${col((c) => c.fromState)}::text[], ${col((c) => c.deviceId)}::text[],
-      ${col((c) => c.record.targetVersion)}::text[], ${col((c) => c.record.state)}::text[],
-      ${col((c) => c.record.attempts)}::int[], ${col((c) => c.record.progress)}::smallint[],
-      ${col((c) => c.record.errorReason)}::text[], ${col((c) => c.record.messageId)}::text[],
-      ${col((c) => toTime(c.record.startedAt))}::float8[], ${col((c) => toTime(c.record.attemptStartedAt))}::float8[],
-      ${col((c) => toTime(c.record.deadlineAt))}::float8[], ${col((c) => toTime(c.record.responseDeadlineAt))}::float8[],
-      ${col((c) => toTime(c.record.retryAt))}::float8[], ${col((c) => toTime(c.record.lastMessageAt))}::float8[],
-      ${col((c) => toTime(c.record.completedAt))}::float8[],
-      ${ev((e) => e.recordId)}::bigint[], ${ev((e) => e.event.type)}::text[], ${ev((e) => e.event.attempt)}::int[],
-      ${ev((e) => e.event.progress ?? null)}::smallint[], ${ev((e) => e.event.message ?? null)}::text[],
-      ${ev((e) => e.always)}::boolean[]
-    ) AS applied`.execute(db);
+    SELECT otter_write_records(${JSON.stringify(ordered.map(toRow))}::jsonb, ${JSON.stringify(events)}::jsonb) AS applied`.execute(db);
   // int8[] comes back as strings
   const appliedIds = new Set((rows[0]?.applied ?? []).map(Number));
   return {

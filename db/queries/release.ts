@@ -1,6 +1,7 @@
 // Releasing a task to devices: one set-based statement classifies every candidate device (skip
 // reasons of docs/states-and-rules.md#release) and inserts a `waiting` record with its `released` event for each of the
-// others — whether the fleet has ten devices or a hundred thousand.
+// others — whether the fleet has ten devices or a hundred thousand. A record is born here; every
+// later change of it goes through the state machine (db/queries/record-changes.ts).
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 
@@ -15,7 +16,9 @@ export interface ReleaseTarget {
 
 export type ReleaseSelection =
   | { allDevices: true; fromVersions?: string[] }
-  | { deviceIds: string[]; fromVersions?: string[] };
+  | { deviceIds: string[]; fromVersions?: string[] }
+  /** The product's devices having all these tags (docs/rest-api.md#devices). */
+  | { tags: Record<string, string>; fromVersions?: string[] };
 
 export interface ReleaseResult {
   added: number;
@@ -35,7 +38,10 @@ export async function releaseToDevices(
   const candidates =
     'allDevices' in selection
       ? sql`SELECT d.id AS device_id FROM devices d WHERE d.product_id = ${target.productId}`
-      : sql`SELECT DISTINCT unnest(${selection.deviceIds}::text[]) AS device_id`;
+      : 'tags' in selection
+        ? sql`SELECT d.id AS device_id FROM devices d
+              WHERE d.product_id = ${target.productId} AND d.tags @> ${JSON.stringify(selection.tags)}::jsonb`
+        : sql`SELECT DISTINCT unnest(${selection.deviceIds}::text[]) AS device_id`;
 
   return db.transaction().execute(async (trx) => {
     const { rows } = await sql<{ device_id: string; reason: SkipReason | null; record_id: number | null }>`
@@ -83,11 +89,7 @@ export async function releaseToDevices(
         result.skippedDevices.push({ deviceId: row.device_id, reason: row.reason });
       }
     }
-    if (result.added > 0) {
-      await sql`
-        UPDATE upgrade_tasks SET total = total + ${result.added}, waiting = waiting + ${result.added}, updated_at = now()
-        WHERE id = ${target.taskId}`.execute(trx);
-    }
+    // the task's counters follow the inserted records by trigger (migration 0010)
     return result;
   });
 }

@@ -1,9 +1,9 @@
 // Task-level transitions driven by their records: completion when every record is final, abort
-// when failures pass the threshold, and set-based cancellation of records.
+// when failures pass the threshold, and cancellation of records (through the state machine).
 import { sql } from 'kysely';
+import type { RecordState } from '../../core/record-machine.ts';
 import type { Db } from '../connection.ts';
-import type { RecordState } from '../database.ts';
-import { addTaskCounters, insertRecordEvents } from './record-changes.ts';
+import { transitionRecords } from './record-transitions.ts';
 
 /** Running tasks among `taskIds` whose records are all final become `completed`. */
 export async function completeFinishedTasks(db: Db, taskIds: readonly string[]): Promise<string[]> {
@@ -21,10 +21,8 @@ export async function tasksPastAbortThreshold(db: Db, taskIds: readonly string[]
   if (taskIds.length === 0) return [];
   const { rows } = await sql<{ id: string }>`
     SELECT id FROM upgrade_tasks
-    WHERE id = ANY(${[...taskIds]}::uuid[]) AND state IN ('running', 'paused') AND abort IS NOT NULL
-      AND success + failed + canceled >= (abort->>'minFinished')::int
-      AND success + failed > 0
-      AND failed::float8 / (success + failed) >= (abort->>'failureRate')::float8`.execute(db);
+    WHERE id = ANY(${[...taskIds]}::uuid[]) AND state IN ('running', 'paused')
+      AND otter_past_abort_threshold(abort, success, failed, canceled)`.execute(db);
   return rows.map((row) => row.id);
 }
 
@@ -38,43 +36,26 @@ export interface CanceledRecord {
 }
 
 /**
- * Cancels a task's records in the given states (optionally only some devices) in one statement,
- * with their `canceled` events and the task's counters, in the caller's transaction.
+ * Cancels a task's records in the given states (optionally only some devices), with their
+ * `canceled` events, in the caller's transaction.
  */
 export async function cancelRecords(
-  db: Db,
+  trx: Db,
   taskId: string,
   options: { states: RecordState[]; deviceIds?: string[]; message: string },
 ): Promise<CanceledRecord[]> {
-  const deviceFilter = options.deviceIds ? sql`AND r.device_id = ANY(${options.deviceIds}::text[])` : sql``;
-  const { rows } = await sql<{ id: number; device_id: string; dispatches: number; had_job: boolean; from_state: RecordState; attempts: number }>`
-    WITH target AS (
-      SELECT id, state, queued_at FROM upgrade_records r
-      WHERE r.task_id = ${taskId} AND r.state = ANY(${options.states}::text[]) ${deviceFilter}
-      ORDER BY r.id -- locked in id order, like record batches (applyRecordChanges)
-      FOR UPDATE
-    )
-    UPDATE upgrade_records r SET state = 'canceled', completed_at = now(), queued_at = NULL,
-      push_requested = false, deadline_at = NULL, response_deadline_at = NULL, retry_at = NULL,
-      revision = r.revision + 1, updated_at = now()
-    FROM target
-    WHERE r.id = target.id
-    RETURNING r.id, r.device_id, r.dispatches, r.attempts,
-      (target.state = 'processing' OR target.queued_at IS NOT NULL) AS had_job, target.state AS from_state`.execute(db);
-  if (rows.length === 0) return [];
-  await insertRecordEvents(
-    db,
-    rows.map((row) => ({ recordId: row.id, event: { type: 'canceled' as const, attempt: row.attempts, message: options.message } })),
-  );
-  const delta: Partial<Record<RecordState, number>> = { canceled: rows.length };
-  for (const row of rows) delta[row.from_state] = (delta[row.from_state] ?? 0) - 1;
-  await addTaskCounters(db, new Map([[taskId, delta]]));
-  return rows.map((row) => ({
-    id: row.id,
-    deviceId: row.device_id,
-    dispatches: row.dispatches,
-    hadJob: row.had_job,
-    fromState: row.from_state,
+  const now = Date.now();
+  const written = await transitionRecords(trx, { taskId, states: options.states, deviceIds: options.deviceIds }, () => ({
+    type: 'cancel',
+    now,
+    message: options.message,
+  }));
+  return written.map(({ before }) => ({
+    id: before.id,
+    deviceId: before.deviceId,
+    dispatches: before.snapshot.dispatches,
+    hadJob: before.snapshot.state === 'processing' || before.snapshot.queuedAt !== null,
+    fromState: before.snapshot.state,
   }));
 }
 

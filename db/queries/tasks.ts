@@ -5,7 +5,8 @@
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { AbortPolicy, RecordState, RetryPolicy, RolloutLimits, TaskMode, TaskRow, TaskState } from '../database.ts';
-import { addTaskCounters } from './record-changes.ts';
+import { transitionRecords } from './record-transitions.ts';
+import { pageOf } from './paging.ts';
 
 export interface NewTask {
   firmwareId: string;
@@ -80,11 +81,7 @@ export async function listTasks(db: Db, filter: TaskFilter, page: { limit: numbe
   if (filter.firmwareId) query = query.where('firmware_id', '=', filter.firmwareId);
   if (filter.productId) query = query.where('product_id', '=', filter.productId);
   if (filter.state) query = query.where('state', '=', filter.state);
-  const [rows, count] = await Promise.all([
-    query.selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit).offset(page.offset).execute(),
-    query.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.total) };
+  return pageOf(query, (q) => q.selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit).offset(page.offset).execute());
 }
 
 export async function updateTask(db: Db, id: string, changes: TaskChanges, expected?: ExpectedRevisions): Promise<TaskUpdateOutcome> {
@@ -149,33 +146,17 @@ export async function moveTaskState(db: Db, id: string, from: readonly TaskState
 export async function reopenRecords(
   db: Db,
   taskId: string,
-  options: { states: RecordState[]; deviceIds?: string[]; push: boolean },
+  options: { states: Array<'failed' | 'canceled'>; deviceIds?: string[]; push: boolean },
 ): Promise<number> {
-  const deviceFilter = options.deviceIds ? sql`AND r.device_id = ANY(${options.deviceIds}::text[])` : sql``;
-  const { rows } = await sql<{ id: number; from_state: RecordState }>`
-    WITH target AS (
-      SELECT r.id, r.state FROM upgrade_records r
-      WHERE r.task_id = ${taskId} AND r.state = ANY(${options.states}::text[]) ${deviceFilter}
-        AND NOT EXISTS (SELECT 1 FROM upgrade_records o
-                        WHERE o.device_id = r.device_id AND o.state IN ('waiting', 'processing'))
-      FOR UPDATE
-    ), reopened AS (
-      UPDATE upgrade_records r SET state = 'waiting', attempts = 0, progress = 0, error_reason = NULL,
-        message_id = NULL, started_at = NULL, attempt_started_at = NULL, deadline_at = NULL,
-        response_deadline_at = NULL, retry_at = NULL, last_message_at = NULL, completed_at = NULL,
-        queued_at = NULL, push_requested = ${options.push}, revision = r.revision + 1, updated_at = now()
-      FROM target WHERE r.id = target.id
-      RETURNING r.id, target.state AS from_state
-    ), noted AS (
-      INSERT INTO record_events (record_id, type, attempt, message)
-      SELECT id, 'retry', 0, 'reopened by an operator (was ' || from_state || ')' FROM reopened
-    )
-    SELECT id, from_state FROM reopened`.execute(db);
-  if (rows.length === 0) return 0;
-  const delta: Partial<Record<RecordState, number>> = { waiting: rows.length };
-  for (const row of rows) delta[row.from_state] = (delta[row.from_state] ?? 0) - 1;
-  await addTaskCounters(db, new Map([[taskId, delta]]));
-  return rows.length;
+  const now = Date.now();
+  const written = await db.transaction().execute((trx) =>
+    transitionRecords(trx, { taskId, states: options.states, deviceIds: options.deviceIds, deviceIdle: true }, () => ({
+      type: 'reopen',
+      now,
+      push: options.push,
+    })),
+  );
+  return written.length;
 }
 
 export interface TaskRecordFilter {
@@ -187,9 +168,5 @@ export async function listTaskRecords(db: Db, taskId: string, filter: TaskRecord
   let query = db.selectFrom('upgrade_records').where('task_id', '=', taskId);
   if (filter.state) query = query.where('state', '=', filter.state);
   if (filter.deviceId) query = query.where('device_id', '=', filter.deviceId);
-  const [rows, count] = await Promise.all([
-    query.selectAll().orderBy('id').limit(page.limit).offset(page.offset).execute(),
-    query.select((eb) => eb.fn.countAll<number>().as('total')).executeTakeFirstOrThrow(),
-  ]);
-  return { rows, total: Number(count.total) };
+  return pageOf(query, (q) => q.selectAll().orderBy('id').limit(page.limit).offset(page.offset).execute());
 }

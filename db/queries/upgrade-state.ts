@@ -3,6 +3,7 @@
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { DeviceBinding } from '../../core/device-binding.ts';
+import type { JobbedRecord } from '../../core/jobs.ts';
 import type { RecordSnapshot, RecordState, UpgradePolicy } from '../../core/record-machine.ts';
 import type { RetryPolicy, RolloutLimits, TaskState } from '../database.ts';
 
@@ -13,10 +14,6 @@ export interface UpgradeState {
   deviceId: string;
   productId: string;
   revision: number;
-  queued: boolean;
-  /** When the record was handed to the queue (epoch ms), while it waits to be sent. */
-  queuedAt: number | null;
-  dispatches: number;
   taskState: TaskState;
   rollout: RolloutLimits;
   policy: UpgradePolicy;
@@ -31,6 +28,7 @@ interface Row {
   product_id: string;
   revision: number;
   queued_at: number | null;
+  push_requested: boolean;
   dispatches: number;
   state: RecordState;
   target_version: string;
@@ -54,6 +52,11 @@ interface Row {
 }
 
 
+/** The record as its job is built from it (core/jobs.ts upgradeJob). */
+export function jobbed(state: UpgradeState): JobbedRecord {
+  return { id: state.id, taskId: state.taskId, deviceId: state.deviceId, dispatches: state.snapshot.dispatches };
+}
+
 function toUpgradeState(row: Row): UpgradeState {
   return {
     id: row.id,
@@ -62,9 +65,6 @@ function toUpgradeState(row: Row): UpgradeState {
     deviceId: row.device_id,
     productId: row.product_id,
     revision: row.revision,
-    queued: row.queued_at !== null,
-    queuedAt: row.queued_at,
-    dispatches: row.dispatches,
     taskState: row.task_state,
     rollout: row.rollout ?? {},
     policy: {
@@ -87,6 +87,9 @@ function toUpgradeState(row: Row): UpgradeState {
       retryAt: row.retry_at,
       lastMessageAt: row.last_message_at,
       completedAt: row.completed_at,
+      pushRequested: row.push_requested,
+      queuedAt: row.queued_at,
+      dispatches: row.dispatches,
     },
   };
 }
@@ -95,7 +98,7 @@ function toUpgradeState(row: Row): UpgradeState {
 const ms = (column: string) => sql.raw(`(extract(epoch FROM r.${column}) * 1000)::float8 AS ${column}`);
 
 const COLUMNS = sql`
-  r.id, r.task_id, r.firmware_id, r.device_id, r.product_id, r.revision, ${ms('queued_at')}, r.dispatches,
+  r.id, r.task_id, r.firmware_id, r.device_id, r.product_id, r.revision, ${ms('queued_at')}, r.push_requested, r.dispatches,
   r.state, r.target_version, r.attempts, r.progress, r.error_reason, r.message_id, ${ms('started_at')},
   ${ms('attempt_started_at')}, ${ms('deadline_at')}, ${ms('response_deadline_at')}, ${ms('retry_at')}, ${ms('last_message_at')},
   ${ms('completed_at')}, t.state AS task_state, t.mode, t.timeout_seconds, t.response_timeout_seconds, t.retry, t.rollout`;
@@ -168,18 +171,56 @@ export async function loadDeviceBindings(db: Db, deviceIds: readonly string[]): 
 }
 
 /**
- * Locks and loads up to `limit` of a task's records waiting to be dispatched, in id order,
- * skipping any another dispatcher holds. Only inside a transaction.
+ * The records the dispatcher may hand to the queue (core/record-machine.ts isDispatchable, tested
+ * equal): the one SQL form of that rule, matching the partial index of migration 0001.
  */
-export async function lockDispatchableStates(trx: Db, taskId: string, limit: number): Promise<UpgradeState[]> {
+export const DISPATCHABLE = sql`state = 'waiting' AND push_requested AND queued_at IS NULL`;
+
+/** A page of a task's records that should have a job (queued, or processing) after `afterId`, in id order. */
+export async function loadInFlightStates(db: Db, taskId: string, afterId: number, limit: number): Promise<UpgradeState[]> {
+  const { rows } = await sql<Row>`
+    SELECT ${COLUMNS}
+    FROM upgrade_records r JOIN upgrade_tasks t ON t.id = r.task_id
+    WHERE r.task_id = ${taskId} AND r.id > ${afterId}
+      AND (r.state = 'processing' OR (r.state = 'waiting' AND r.queued_at IS NOT NULL))
+    ORDER BY r.id LIMIT ${limit}`.execute(db);
+  return rows.map(toUpgradeState);
+}
+
+/** Which of a task's records a set-based operation (cancel, retry, push, claim) works on. */
+export interface RecordSelection {
+  taskId: string;
+  states?: readonly RecordState[];
+  deviceIds?: readonly string[];
+  /** Only records the dispatcher may hand to the queue. */
+  dispatchable?: boolean;
+  /** Only records whose device has no active (waiting or processing) record in any task. */
+  deviceIdle?: boolean;
+  /** Skip records another transaction holds instead of waiting for them. */
+  skipLocked?: boolean;
+}
+
+/**
+ * Locks and loads up to `limit` of the selected records after `afterId`, in id order (the order in
+ * which record batches lock them). Only inside a transaction.
+ */
+export async function lockUpgradeStates(trx: Db, selection: RecordSelection, afterId: number, limit: number): Promise<UpgradeState[]> {
+  const filters = [sql`task_id = ${selection.taskId}`, sql`id > ${afterId}`];
+  if (selection.states) filters.push(sql`state = ANY(${[...selection.states]}::text[])`);
+  if (selection.deviceIds) filters.push(sql`device_id = ANY(${[...selection.deviceIds]}::text[])`);
+  if (selection.dispatchable) filters.push(DISPATCHABLE);
+  if (selection.deviceIdle) {
+    filters.push(sql`NOT EXISTS (SELECT 1 FROM upgrade_records o
+                                 WHERE o.device_id = upgrade_records.device_id AND o.state IN ('waiting', 'processing'))`);
+  }
   const { rows } = await sql<Row>`
     SELECT ${COLUMNS}
     FROM upgrade_records r JOIN upgrade_tasks t ON t.id = r.task_id
     WHERE r.id IN (
       SELECT id FROM upgrade_records
-      WHERE task_id = ${taskId} AND state = 'waiting' AND push_requested AND queued_at IS NULL
+      WHERE ${sql.join(filters, sql` AND `)}
       ORDER BY id LIMIT ${limit}
-      FOR UPDATE SKIP LOCKED)
+      FOR UPDATE ${selection.skipLocked ? sql`SKIP LOCKED` : sql``})
     ORDER BY r.id`.execute(trx);
   return rows.map(toUpgradeState);
 }

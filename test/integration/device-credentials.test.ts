@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createCertificateAuthority } from '../../core/device-certificates.ts';
-import { DeviceCredentials } from '../../api/services/device-credentials.ts';
+import { DeviceCredentials } from '../../services/device-credentials.ts';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { registerDevices } from '../helpers/rollout.ts';
 

@@ -10,7 +10,7 @@ import { registerDevices } from '../helpers/rollout.ts';
 import { Fleet, fleetDeviceIds } from '../../tools/fleet.ts';
 import { createLogger } from '../../service/logger.ts';
 import { startOtter, type Otter } from '../../service/service.ts';
-import type { Metrics } from '../../service/metrics.ts';
+import type { Metrics } from '../../services/metrics.ts';
 
 const VERSION = '1.4.2';
 /** Slack on top of timeoutMs for the 504: the request's own work on a loaded machine. */

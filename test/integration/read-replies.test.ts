@@ -2,7 +2,7 @@
 // pub/sub): a reply from another device that carries the right messageId does not answer the read.
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ReadReplyPublisher, ReadReplyWaiters } from '../../workers/read-replies.ts';
+import { ReadReplyPublisher, ReadReplyWaiters } from '../../services/read-replies.ts';
 import { uniqueName } from '../helpers/database.ts';
 import { TEST_REDIS_URL } from '../helpers/env.ts';
 

@@ -1,7 +1,7 @@
 // The micro-batcher: what is run together, when, with how many batches at once, and who gets
 // which result or error. Fake timers make the wait window exact.
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { Batcher } from '../../workers/batcher.ts';
+import { Batcher } from '../../core/batcher.ts';
 
 interface Deferred<T> {
   promise: Promise<T>;

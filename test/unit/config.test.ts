@@ -125,7 +125,19 @@ describe('loadConfig refuses bad values with a message naming the variable', () 
     ['a WORKER_CONCURRENCY of 0', { WORKER_CONCURRENCY: '0' }, /WORKER_CONCURRENCY/],
     ['a DOWNLOAD_URL_TTL_SECONDS of 0', { DOWNLOAD_URL_TTL_SECONDS: '0' }, /DOWNLOAD_URL_TTL_SECONDS/],
     ['a QUEUE_PREFIX with white space', { QUEUE_PREFIX: 'ot ter' }, /QUEUE_PREFIX/],
+    ['a DATABASE_POOL_SIZE of 1', { DATABASE_POOL_SIZE: '1' }, /DATABASE_POOL_SIZE/],
+    ['a DEVICE_MESSAGE_SHARDS of 0', { DEVICE_MESSAGE_SHARDS: '0' }, /DEVICE_MESSAGE_SHARDS/],
+    ['a DISPATCH_BATCH_SIZE that is no integer', { DISPATCH_BATCH_SIZE: '10.5' }, /DISPATCH_BATCH_SIZE/],
   ];
+
+  it('tunables: defaults, and what an operator sets', () => {
+    expect(loadConfig({})).toMatchObject({ databasePoolSize: 20, deviceMessageShards: 2, dispatchBatchSize: 2_000 });
+    expect(loadConfig({ DATABASE_POOL_SIZE: '40', DEVICE_MESSAGE_SHARDS: '4', DISPATCH_BATCH_SIZE: '500' })).toMatchObject({
+      databasePoolSize: 40,
+      deviceMessageShards: 4,
+      dispatchBatchSize: 500,
+    });
+  });
 
   it.each(cases)('%s', (_name, env, message) => {
     let caught: unknown;

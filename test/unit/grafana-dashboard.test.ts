@@ -1,7 +1,7 @@
 // The Grafana dashboard is valid JSON and every query in it names only metrics Otter exports.
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
-import { Metrics, registerStateGauges } from '../../service/metrics.ts';
+import { Metrics, registerStateGauges } from '../../services/metrics.ts';
 
 interface Panel {
   title: string;

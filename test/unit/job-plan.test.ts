@@ -2,26 +2,12 @@
 import { describe, expect, it } from 'vitest';
 import { planJob, type JobPlan, type JobPlanInput, type TaskRunState } from '../../core/job-plan.ts';
 import { UPGRADE_QUEUE, parseUpgradeJobId, upgradeJobId } from '../../core/jobs.ts';
-import type { RecordSnapshot } from '../../core/record-machine.ts';
+import { newRecord, type RecordSnapshot } from '../../core/record-machine.ts';
 
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 const TASK_STATES: TaskRunState[] = ['created', 'running', 'paused', 'completed', 'canceled', 'aborted'];
 
-const WAITING: RecordSnapshot = {
-  state: 'waiting',
-  targetVersion: '2.0.0',
-  attempts: 0,
-  progress: 0,
-  errorReason: null,
-  messageId: null,
-  startedAt: null,
-  attemptStartedAt: null,
-  deadlineAt: null,
-  responseDeadlineAt: null,
-  retryAt: null,
-  lastMessageAt: null,
-  completedAt: null,
-};
+const WAITING: RecordSnapshot = newRecord('2.0.0');
 
 /** Sent at T0: response deadline T0 + 60 s, deadline T0 + 600 s, not heard from yet. */
 const PROCESSING: RecordSnapshot = {

@@ -6,15 +6,18 @@ import {
   ACTIVE_STATES,
   FINAL_STATES,
   backoffMs,
+  isDispatchable,
   isFinal,
   nextWakeAt,
   transition,
+  transitionAll,
   type FailureReason,
   type RecordInput,
   type RecordSnapshot,
   type RecordState,
   type TimelineEvent,
   type UpgradePolicy,
+  newRecord,
 } from '../../core/record-machine.ts';
 
 /** The attempt under test started at T0 (2026-01-01T12:00:00.000Z). */
@@ -39,21 +42,7 @@ function policyWith(on: FailureReason[], maxAttempts = 3, mode: 'push' | 'pull' 
   return { ...PUSH, mode, retry: { maxAttempts, backoffSeconds: 30, on } };
 }
 
-const WAITING: RecordSnapshot = {
-  state: 'waiting',
-  targetVersion: TARGET,
-  attempts: 0,
-  progress: 0,
-  errorReason: null,
-  messageId: null,
-  startedAt: null,
-  attemptStartedAt: null,
-  deadlineAt: null,
-  responseDeadlineAt: null,
-  retryAt: null,
-  lastMessageAt: null,
-  completedAt: null,
-};
+const WAITING: RecordSnapshot = newRecord(TARGET);
 
 /** Sent at T0, heard from at T0 + 10 s, at 40 %. */
 const PROCESSING: RecordSnapshot = {
@@ -844,5 +833,69 @@ describe('states', () => {
     expect([...FINAL_STATES]).toEqual(['success', 'failed', 'canceled']);
     expect([...ACTIVE_STATES]).toEqual(['waiting', 'processing']);
     expect((['waiting', 'processing', 'success', 'failed', 'canceled'] as const).map(isFinal)).toEqual([false, false, true, true, true]);
+  });
+});
+
+describe('operator and dispatcher inputs: every record change goes through the machine', () => {
+  const QUEUED: RecordSnapshot = { ...WAITING, pushRequested: true, queuedAt: T0 - 5 * SECOND, dispatches: 1 };
+
+  it('request_push marks a waiting record, once; nothing else', () => {
+    const pushed = transition(WAITING, { type: 'request_push', now: NOW }, PUSH);
+    expect(pushed).toMatchObject({ changed: true, events: [], record: { ...WAITING, pushRequested: true } });
+    expect(transition(pushed.record, { type: 'request_push', now: NOW }, PUSH).changed).toBe(false);
+    for (const record of [PROCESSING, SUCCESS, FAILED, CANCELED]) {
+      expect(transition(record, { type: 'request_push', now: NOW }, PUSH)).toMatchObject({ changed: false, events: [] });
+    }
+  });
+
+  it('queue takes only a dispatchable record: gives it a job (dispatches + 1) and a `queued` event', () => {
+    const pushed = { ...WAITING, pushRequested: true };
+    expect(isDispatchable(pushed)).toBe(true);
+    const queued = transition(pushed, { type: 'queue', now: NOW }, PUSH);
+    expect(queued).toMatchObject({ changed: true, record: { state: 'waiting', queuedAt: NOW, dispatches: 1 }, events: [{ type: 'queued', attempt: 0 }] });
+    expect(isDispatchable(queued.record)).toBe(false);
+    for (const record of [WAITING, QUEUED, PROCESSING, SUCCESS]) {
+      expect(transition(record, { type: 'queue', now: NOW }, PUSH).changed).toBe(false);
+    }
+  });
+
+  it('unqueue gives a queued record back to the dispatcher, keeping its push request', () => {
+    const back = transition(QUEUED, { type: 'unqueue', now: NOW }, PUSH);
+    expect(back).toMatchObject({ changed: true, events: [], record: { ...QUEUED, queuedAt: null } });
+    expect(isDispatchable(back.record)).toBe(true);
+    expect(transition(WAITING, { type: 'unqueue', now: NOW }, PUSH).changed).toBe(false);
+  });
+
+  it('leaving `waiting` clears the queue marks (send, cancel)', () => {
+    const sent = transition(QUEUED, { type: 'send', now: NOW, messageId: 'm-9' }, PUSH);
+    expect(sent.record).toMatchObject({ state: 'processing', queuedAt: null, pushRequested: false, dispatches: 1 });
+    const canceled = transition(QUEUED, { type: 'cancel', now: NOW }, PUSH);
+    expect(canceled.record).toMatchObject({ state: 'canceled', queuedAt: null, pushRequested: false });
+  });
+
+  it('a send that starts its own job (pull reply, direct send) counts a dispatch', () => {
+    expect(transition(WAITING, { type: 'send', now: NOW, messageId: 'm', newJob: true }, PULL).record.dispatches).toBe(1);
+    expect(transition(WAITING, { type: 'send', now: NOW, messageId: 'm' }, PULL).record.dispatches).toBe(0);
+  });
+
+  it('transitionAll: queue then send, as one change with both events', () => {
+    const result = transitionAll({ ...WAITING, pushRequested: true }, [{ type: 'queue', now: NOW }, { type: 'send', now: NOW, messageId: 'm' }], PUSH);
+    expect(result.changed).toBe(true);
+    expect(result.events.map((e) => e.type)).toEqual(['queued', 'sent']);
+    expect(result.record).toMatchObject({ state: 'processing', attempts: 1, dispatches: 1, queuedAt: null });
+  });
+
+  it.each([['failed', FAILED], ['canceled', CANCELED]] as const)('reopen starts a %s record over, with a `retry` event', (state, record) => {
+    const reopened = transition({ ...record, dispatches: 3 }, { type: 'reopen', now: NOW, push: true }, PUSH);
+    expect(reopened.changed).toBe(true);
+    expect(reopened.record).toEqual({ ...WAITING, pushRequested: true, dispatches: 3 });
+    expect(reopened.events).toEqual([{ type: 'retry', attempt: 0, message: `reopened by an operator (was ${state})` }]);
+    expect(transition(record, { type: 'reopen', now: NOW, push: false }, PUSH).record.pushRequested).toBe(false);
+  });
+
+  it('reopen leaves active and succeeded records alone', () => {
+    for (const record of [WAITING, PROCESSING, SUCCESS]) {
+      expect(transition(record, { type: 'reopen', now: NOW, push: true }, PUSH)).toMatchObject({ changed: false, events: [] });
+    }
   });
 });

@@ -3,7 +3,7 @@
 import { Writable } from 'node:stream';
 import pino from 'pino';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import { RefusalLog, truncateExample } from '../../workers/refusal-log.ts';
+import { RefusalLog, truncateExample } from '../../services/refusal-log.ts';
 
 interface Line {
   level: number;

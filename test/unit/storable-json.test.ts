@@ -10,6 +10,7 @@ describe('findUnstorable', () => {
     ['a string', 'text'],
     ['a number', 5],
     ['a buffer', Buffer.from([0, 0, 0])],
+    ['emoji (surrogate pairs)', { '名前': '😀 ok', list: ['🚀'] }],
     ['nesting at the limit', Array.from({ length: MAX_JSON_DEPTH - 1 }).reduce<unknown>((value) => [value], 'x')],
   ])('passes %s', (_name, value) => {
     expect(findUnstorable(value)).toBeUndefined();
@@ -21,6 +22,14 @@ describe('findUnstorable', () => {
     ['a NUL key', { a: { 'k\u0000': 1 } }, '/a/k\\u0000'],
   ])('finds %s', (_name, value, path) => {
     expect(findUnstorable(value)).toEqual({ path, problem: expect.stringMatching(/NUL/) });
+  });
+
+  it.each([
+    ['a lone low surrogate', { a: 'x\udc00' }, '/a'],
+    ['a lone high surrogate at the end', ['ok', 'x\ud83d'], '/1'],
+    ['a lone surrogate in a key', { 'k\udc00': 1 }, '/k\udc00'],
+  ])('finds %s (PostgreSQL jsonb refuses it)', (_name, value, path) => {
+    expect(findUnstorable(value)).toEqual({ path, problem: expect.stringMatching(/surrogate/) });
   });
 
   it('finds nesting beyond the limit, however deep the input is', () => {

@@ -1,7 +1,7 @@
 // TaskSnapshots: polls are answered from a recent read, refreshed in the background; a write
 // through the process (clear) makes the next poll read again.
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { TaskSnapshots } from '../../api/services/task-snapshots.ts';
+import { TaskSnapshots } from '../../services/task-snapshots.ts';
 import type { TaskRow } from '../../db/database.ts';
 
 const row = (state: string) => ({ id: 't1', state }) as unknown as TaskRow;
