@@ -10,9 +10,13 @@ import { nextWakeAt, transitionAll } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import { claimRecordsAndSend, type InFlight } from '../db/queries/dispatch.ts';
 import { changeOf, stateAfter, type RecordChange } from '../db/queries/record-changes.ts';
-import { jobbed, type UpgradeState } from '../db/queries/upgrade-state.ts';
+import { jobbed, loadUpgradeStatesByIds, type UpgradeState } from '../db/queries/upgrade-state.ts';
+import { isTransientDbError, retryTransient } from '../db/transient-errors.ts';
 import type { JobWaker } from './job-waker.ts';
 import type { UpgradeSender } from './upgrade-sender.ts';
+
+/** How long to wait for PostgreSQL to come back and say whether a claim committed. */
+const COMMIT_CHECK_MS = 30_000;
 
 export class DirectSends {
   private readonly db: Db;
@@ -32,7 +36,7 @@ export class DirectSends {
     const sent = new Map<number, UpgradeState>();
     // dispatch latency (claimed → delivered) is measured from here
     const claimedAt = Date.now();
-    const applied = await claimRecordsAndSend(this.db, taskId, budget, (state) => {
+    const claim = claimRecordsAndSend(this.db, taskId, budget, (state) => {
       // queued (the record's dispatch count, and so its job id, moves on) and sent, in one write
       const result = transitionAll(state.snapshot, [{ type: 'queue', now: claimedAt }, { type: 'send', now: Date.now(), messageId: randomUUID() }], state.policy);
       if (!result.changed) return undefined;
@@ -40,8 +44,11 @@ export class DirectSends {
       sent.set(state.id, stateAfter(state, change));
       return change;
     });
-    if (applied.length === 0) return 0;
-    const states = applied.map((change: RecordChange) => sent.get(change.id)!);
+    const states = await claim.then(
+      (applied: RecordChange[]) => applied.map((change) => sent.get(change.id)!),
+      (error: unknown) => this.writtenAnyway(sent, error),
+    );
+    if (states.length === 0) return 0;
     await this.queue.addBulk(states.map((state) => upgradeJob(jobbed(state), nextWakeAt(state.snapshot) ?? 0)));
     await Promise.all(
       states.map(async (state) => {
@@ -50,6 +57,22 @@ export class DirectSends {
         if (outcome.kind === 'send_error') this.waker.wake([upgradeJob(jobbed(state)).opts.jobId]);
       }),
     );
-    return applied.length;
+    return states.length;
+  }
+
+  /**
+   * The claim failed on its way back (PostgreSQL restarting at the commit): it may have committed
+   * all the same. The records tell — each one written carries the message id this claim gave it —
+   * so those are sent now rather than left to time out and be sent a second time.
+   */
+  private async writtenAnyway(sent: ReadonlyMap<number, UpgradeState>, error: unknown): Promise<UpgradeState[]> {
+    if (sent.size === 0 || !isTransientDbError(error)) throw error;
+    const now = await retryTransient(() => loadUpgradeStatesByIds(this.db, [...sent.keys()]), { maxRetryTime: COMMIT_CHECK_MS });
+    const written = [...sent.values()].filter((state) => {
+      const current = now.get(state.id);
+      return current !== undefined && current.revision === state.revision && current.snapshot.messageId === state.snapshot.messageId;
+    });
+    if (written.length === 0) throw error;
+    return written;
   }
 }

@@ -5,8 +5,11 @@ import type { Config } from '../core/config.ts';
 import { downloadUrlTtlSeconds, signDownloadUrl } from '../core/download-url.ts';
 import type { FirmwareOffer } from '../core/messages.ts';
 import type { Db } from '../db/connection.ts';
+import { retryTransient } from '../db/transient-errors.ts';
 
 const CACHE_MS = 5_000;
+/** How long a firmware read waits for PostgreSQL to come back before the send fails. */
+const LOAD_RETRY_MS = 15_000;
 
 /** Whom an offer is for: its URL works for this device only, for the attempt's timeout plus an hour. */
 export interface OfferRecipient {
@@ -44,11 +47,16 @@ export class FirmwareOffers {
     if (!cached || now - cached.loadedAt > CACHE_MS) {
       cached = {
         loadedAt: now,
-        row: this.db
-          .selectFrom('firmware')
-          .select(['id', 'version', 'url', 'sign', 'sign_method', 'size', 'properties', 'has_file'])
-          .where('id', '=', firmwareId)
-          .executeTakeFirst(),
+        // a send waits out a database restart rather than failing (and being sent again later)
+        row: retryTransient(
+          () =>
+            this.db
+              .selectFrom('firmware')
+              .select(['id', 'version', 'url', 'sign', 'sign_method', 'size', 'properties', 'has_file'])
+              .where('id', '=', firmwareId)
+              .executeTakeFirst(),
+          { maxRetryTime: LOAD_RETRY_MS },
+        ),
       };
       this.cache.set(firmwareId, cached);
       cached.row.catch(() => this.cache.delete(firmwareId));
