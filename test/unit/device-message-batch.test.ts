@@ -26,35 +26,17 @@ import type {
   ReportFirmwareMessage,
   UpgradeReplyMessage,
 } from '../../core/messages.ts';
-import { newRecord, type RecordSnapshot, type UpgradePolicy } from '../../core/record-machine.ts';
+import type { RecordSnapshot } from '../../core/record-machine.ts';
 import { stateAfter, type RecordChange, type RecordNote } from '../../db/queries/record-changes.ts';
 import type { DeviceState, UpgradeState } from '../../db/queries/upgrade-state.ts';
 import type { DeviceMessageOutcome } from '../../protocols/connector.ts';
+import { POLICY, T0, queuedRecord, sentRecord } from '../helpers/record-fixtures.ts';
 
-const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 
-const POLICY: UpgradePolicy = {
-  mode: 'push',
-  timeoutSeconds: 600,
-  responseTimeoutSeconds: 60,
-  retry: { maxAttempts: 3, backoffSeconds: 30, on: ['timeout', 'send_error', 'device_failure', 'rejected'] },
-};
-
-const WAITING: RecordSnapshot = { ...newRecord('2.0.0'), pushRequested: true, queuedAt: T0 - 60_000, dispatches: 1 };
+const WAITING: RecordSnapshot = queuedRecord(60_000);
 
 /** Attempt 1 sent 10 s before T0 as message m-1, not heard from yet. */
-const PROCESSING: RecordSnapshot = {
-  ...WAITING,
-  state: 'processing',
-  attempts: 1,
-  messageId: 'm-1',
-  startedAt: T0 - 10_000,
-  attemptStartedAt: T0 - 10_000,
-  deadlineAt: T0 + 590_000,
-  responseDeadlineAt: T0 + 50_000,
-  pushRequested: false,
-  queuedAt: null,
-};
+const PROCESSING: RecordSnapshot = sentRecord(WAITING);
 
 const BINDING: DeviceBinding = { productId: 'prod', gatewayId: null, gatewayProductId: null };
 

@@ -12,39 +12,19 @@ import {
   transition,
   type RecordInput,
   type RecordSnapshot,
-  type UpgradePolicy,
-  newRecord,
 } from '../../core/record-machine.ts';
 import { changeOf, stateAfter, type RecordChange } from '../../db/queries/record-changes.ts';
 import type { UpgradeState } from '../../db/queries/upgrade-state.ts';
 import type { ApplyResult } from '../../workers/record-store.ts';
 import type { SendOutcome } from '../../workers/upgrade-sender.ts';
+import { POLICY, T0, queuedRecord, sentRecord } from '../helpers/record-fixtures.ts';
 
-const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 const RECORD_ID = 7;
 
-const POLICY: UpgradePolicy = {
-  mode: 'push',
-  timeoutSeconds: 600,
-  responseTimeoutSeconds: 60,
-  retry: { maxAttempts: 3, backoffSeconds: 30, on: ['timeout', 'send_error', 'device_failure', 'rejected'] },
-};
-
-const WAITING: RecordSnapshot = { ...newRecord('2.0.0'), pushRequested: true, queuedAt: T0 - 5_000, dispatches: 1 };
+const WAITING: RecordSnapshot = queuedRecord(5_000);
 
 /** Sent 10 s ago, not heard from: response deadline in 50 s, deadline in 590 s. */
-const PROCESSING: RecordSnapshot = {
-  ...WAITING,
-  state: 'processing',
-  attempts: 1,
-  messageId: 'm-1',
-  startedAt: T0 - 10_000,
-  attemptStartedAt: T0 - 10_000,
-  deadlineAt: T0 + 590_000,
-  responseDeadlineAt: T0 + 50_000,
-  pushRequested: false,
-  queuedAt: null,
-};
+const PROCESSING: RecordSnapshot = sentRecord(WAITING);
 
 function upgradeState(snapshot: Partial<RecordSnapshot>, overrides: Partial<Omit<UpgradeState, 'snapshot'>> = {}): UpgradeState {
   return {
