@@ -116,7 +116,7 @@ function setup(options: DispatcherOptions = {}, direct?: ReturnType<typeof fakeD
   const queue = new FakeQueue();
   const rateLimiter = new FakeRateLimiter();
   const logger = fakeLogger();
-  const dispatcher = new Dispatcher(store, queue, rateLimiter, logger, { intervalMs: 250, ...options }, direct);
+  const dispatcher = new Dispatcher(store, queue, rateLimiter, logger, { intervalMs: 250, jitter: () => 0.5, ...options }, direct);
   return { store, queue, rateLimiter, logger, dispatcher };
 }
 
@@ -357,6 +357,21 @@ describe('Dispatcher pace: when the next round runs', () => {
     await advance(INTERVAL);
     expect(store.rounds).toBe(3);
     await dispatcher.stop();
+  });
+
+  it('idle: the pause is jittered between half and one and a half intervalMs, so processes do not keep their phase', async () => {
+    for (const [jitter, pause] of [[0, INTERVAL / 2], [0.999, Math.round(INTERVAL * 1.499)]] as const) {
+      const { store, dispatcher } = await started({ jitter: () => jitter });
+      dispatcher.start();
+      await settle();
+      expect(store.rounds).toBe(1);
+      await advance(pause - 1);
+      expect(store.rounds).toBe(1);
+      await advance(1);
+      expect(store.rounds).toBe(2);
+      await dispatcher.stop();
+      vi.useRealTimers();
+    }
   });
 
   it('held back: the next round after 20 ms', async () => {
