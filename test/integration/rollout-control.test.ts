@@ -246,7 +246,8 @@ describe('rollout control with two worker processes', () => {
     const COUNT = 300;
     for (let round = 0; round < 4; round += 1) {
       const productId = `busy${round}`;
-      await startFleet(productId, COUNT, { progressSteps: 20, stepMs: 30 });
+      // ~1.2 s per device: long enough that a busy machine still cancels amid it, not after it
+      await startFleet(productId, COUNT, { progressSteps: 40, stepMs: 30 });
       const firmwareId = await createFirmware(t.app, t.auth, productId);
       const taskId = await createTask(t.app, t.auth, { firmwareId, timeoutSeconds: 120 });
       await action(taskId, 'release', { allDevices: true, push: true });
