@@ -64,6 +64,8 @@ export interface ApiContext {
   connector: Connector;
   readWaiters: ReadReplyWaiters;
   metrics: Metrics;
+  /** The clock maintenance windows are shown by (nextWindowAt); Date.now unless a test moves it. */
+  clock?: () => number;
 }
 
 declare module 'fastify' {
@@ -78,6 +80,7 @@ declare module 'fastify' {
     connector: Connector;
     readWaiters: ReadReplyWaiters;
     metrics: Metrics;
+    clock: () => number;
   }
 }
 
@@ -135,6 +138,7 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
   app.decorate('connector', context.connector);
   app.decorate('readWaiters', context.readWaiters);
   app.decorate('metrics', context.metrics);
+  app.decorate('clock', context.clock ?? Date.now);
 
   // one log line per request, at debug (docs/operations.md#logs)
   app.addHook('onResponse', async (request, reply) => {

@@ -31,6 +31,8 @@ export type ErrorCode =
   | 'idempotency_key_in_progress'
   | 'idempotency_key_reused'
   | 'webhook_limit_reached'
+  | 'wave_not_approvable'
+  | 'waves_fixed'
   // device credentials and downloads
   | 'invalid_csr'
   | 'device_ca_not_configured'

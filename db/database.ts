@@ -2,7 +2,9 @@
 // types; the API layer maps them to the API's camelCase.
 import type { ColumnType, Generated, Insertable, Selectable, Updateable } from 'kysely';
 import type { RecordState, RetryPolicy } from '../core/record-machine.ts';
-import type { AbortPolicy, RolloutLimits, TaskMode, TaskState } from '../core/tasks.ts';
+import type { AbortPolicy, PausedReason, RolloutLimits, TaskMode, TaskState } from '../core/tasks.ts';
+import type { MaintenanceWindow } from '../core/maintenance-windows.ts';
+import type { WaveState } from '../core/waves.ts';
 
 type Timestamp = ColumnType<Date, Date | string | undefined, Date | string>;
 type CreatedAt = ColumnType<Date, Date | string | undefined, never>;
@@ -73,6 +75,37 @@ export interface UpgradeTaskTable {
   updated_at: Timestamp;
   /** Raised by a change of settings or state, not by the record counters; the ETag, checked against If-Match. */
   revision: Generated<number>;
+  /** Maintenance windows (docs/strategies.md#windows): sends only inside them; null for always. */
+  windows: Json<MaintenanceWindow[]> | null;
+  /** Enrols devices that come to match `selection` later (docs/strategies.md#continuous). */
+  continuous: Generated<boolean>;
+  /** The release selection a continuous task enrols by. */
+  selection: Json<StoredSelection> | null;
+  end_at: Timestamp | null;
+  paused_reason: PausedReason | null;
+  /** The highest wave the dispatcher sends to; null for a task without waves. */
+  open_wave: number | null;
+}
+
+/** A release's selection as a continuous task keeps it (docs/strategies.md#continuous). */
+export type StoredSelection =
+  | { allDevices: true; fromVersions?: string[]; push: boolean }
+  | { deviceIds: string[]; fromVersions?: string[]; push: boolean }
+  | { tags: Record<string, string>; fromVersions?: string[]; push: boolean };
+
+/** One wave of a task: its counters (kept by trigger, migration 0013) and its gate. */
+export interface TaskWaveTable {
+  task_id: string;
+  index: number;
+  total: Generated<number>;
+  waiting: Generated<number>;
+  processing: Generated<number>;
+  success: Generated<number>;
+  failed: Generated<number>;
+  canceled: Generated<number>;
+  state: Generated<WaveState>;
+  gate_met_at: Timestamp | null;
+  approved: Generated<boolean>;
 }
 
 export interface UpgradeRecordTable {
@@ -103,6 +136,8 @@ export interface UpgradeRecordTable {
   revision: Generated<number>;
   /** Every `ignored` event of the record; its timeline keeps only the first 20. */
   ignored_events: Generated<number>;
+  /** Its wave (docs/strategies.md#waves), placed at release; 0 in a task without waves. */
+  wave: Generated<number>;
 }
 
 export interface RecordEventTable {
@@ -199,6 +234,7 @@ export interface Database {
   firmware: FirmwareTable;
   devices: DeviceTable;
   upgrade_tasks: UpgradeTaskTable;
+  task_waves: TaskWaveTable;
   upgrade_records: UpgradeRecordTable;
   record_events: RecordEventTable;
   idempotency_keys: IdempotencyKeyTable;
@@ -214,6 +250,7 @@ export type NewFirmwareRow = Insertable<FirmwareTable>;
 export type FirmwareUpdate = Updateable<FirmwareTable>;
 export type DeviceRow = Selectable<DeviceTable>;
 export type TaskRow = Selectable<UpgradeTaskTable>;
+export type TaskWaveRow = Selectable<TaskWaveTable>;
 export type RecordRow = Selectable<UpgradeRecordTable>;
 export type RecordEventRow = Selectable<RecordEventTable>;
 export type IdempotencyKeyRow = Selectable<IdempotencyKeyTable>;

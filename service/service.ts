@@ -22,6 +22,7 @@ import { TaskSupervisor } from '../workers/task-supervisor.ts';
 import { createRedis, createUpgradeQueue } from '../workers/upgrade-queue.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../workers/worker-runtime.ts';
 import type { DispatcherOptions } from '../workers/dispatcher.ts';
+import type { StrategyOptions } from '../workers/worker-runtime.ts';
 import { checkPostgres, checkRedis } from './dependencies.ts';
 import { createLogger, type Logger } from './logger.ts';
 import { Metrics, registerStateGauges } from '../services/metrics.ts';
@@ -47,6 +48,8 @@ export interface StartOptions {
   listen?: boolean;
   defaultMetrics?: boolean;
   dispatcher?: DispatcherOptions;
+  /** Rollout strategies' pace and clock (tests move the clock through maintenance windows). */
+  strategies?: StrategyOptions;
 }
 
 export async function startOtter(config: Config, options: StartOptions = {}): Promise<Otter> {
@@ -102,7 +105,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
 
   let workers: WorkerRuntime | undefined;
   if (runsWorkers) {
-    workers = await startWorkerRuntime({ config, logger, db, redis, queue, connector, metrics, offers, messages, waker, supervisor, dispatcher: options.dispatcher });
+    workers = await startWorkerRuntime({ config, logger, db, redis, queue, connector, metrics, offers, messages, waker, supervisor, dispatcher: options.dispatcher, strategies: options.strategies });
   } else {
     await connector.start(async () => ({ accepted: false, code: 'not_receiving' }));
   }
@@ -124,6 +127,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
     connector,
     readWaiters,
     metrics,
+    clock: options.strategies?.clock,
   }, config.role === 'worker' ? 'ops' : 'full');
   if (options.listen !== false) await app.listen({ port: config.port, host: config.host });
   else await app.ready();

@@ -2,9 +2,10 @@
 // task routes stay thin: validate, call one of these, shape the reply.
 import type { Queue } from 'bullmq';
 import type { Db } from '../db/connection.ts';
-import type { RecordState, TaskRow, TaskState } from '../db/database.ts';
+import type { RecordState, StoredSelection, TaskRow, TaskState } from '../db/database.ts';
 import { conflict, notFound } from '../core/errors.ts';
-import { findTask, moveTaskState, reopenRecords } from '../db/queries/tasks.ts';
+import { findTask, moveTaskState, reopenRecords, setTaskSelection } from '../db/queries/tasks.ts';
+import { approveWave, openNextWave } from '../db/queries/waves.ts';
 import { releaseToDevices, type ReleaseResult, type ReleaseSelection } from '../db/queries/release.ts';
 import { requestPush } from '../db/queries/dispatch.ts';
 import { cancelRecords, completeFinishedTasks } from '../db/queries/task-lifecycle.ts';
@@ -51,10 +52,12 @@ export class TaskService {
     if (push && task.mode === 'pull') throw conflict('task_mode_pull', `task ${taskId} is a pull task: devices ask for the firmware`);
     const result = await releaseToDevices(
       this.db,
-      { taskId, firmwareId: task.firmware_id, productId: task.product_id, targetVersion: task.firmware_version },
+      { taskId, firmwareId: task.firmware_id, productId: task.product_id, targetVersion: task.firmware_version, rollout: task.rollout },
       selection,
       { push },
     );
+    // a continuous task enrols by its latest selection from now on (workers/rollout-scheduler.ts)
+    if (task.continuous) await setTaskSelection(this.db, taskId, { ...selection, push } as StoredSelection);
     if (result.added > 0) {
       // devices may pull as soon as they are released; a push task runs once it is pushed
       if (task.mode === 'pull' || push) await moveTaskState(this.db, taskId, ['created', 'completed'], 'running');
@@ -86,9 +89,21 @@ export class TaskService {
     if (task.state === 'running') return task;
     const moved = await moveTaskState(this.db, taskId, ['paused'], 'running');
     if (!moved) throw conflict('task_not_paused', `task ${taskId} is ${task.state}: only a paused task can be resumed`);
+    // resuming after a failed gate is the operator's word that the rollout goes on: the next wave opens
+    if (task.paused_reason === 'gate_failed' && task.open_wave !== null) await openNextWave(this.db, taskId, task.open_wave, 'failed');
     this.signal.poke(taskId);
     await completeFinishedTasks(this.db, [taskId]);
     return (await findTask(this.db, taskId)) ?? moved;
+  }
+
+  /** Approves the gate of wave `index` (docs/strategies.md#gates); the scheduler passes it once soaked. */
+  async approveWave(taskId: string, index: number): Promise<TaskRow> {
+    await this.open(taskId);
+    const outcome = await approveWave(this.db, taskId, index);
+    if (outcome === 'no_such_wave') throw notFound('wave', `${taskId}/${index}`);
+    if (outcome === 'not_approvable') throw conflict('wave_not_approvable', `wave ${index} of task ${taskId} is not running, soaking or awaiting approval`);
+    this.signal.poke(taskId);
+    return this.get(taskId);
   }
 
   /**

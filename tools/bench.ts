@@ -31,11 +31,16 @@ const { values } = parseArgs({
     'device-limits': { type: 'string', default: 'on', description: 'on: the device edge limits at their defaults; off: rate limit off, size and backlog caps at their maximum (to measure what they cost)' },
     webhook: { type: 'string', default: 'off', description: 'on: a local receiver gets every record.final and task event through a webhook (to measure what it costs)' },
     export: { type: 'boolean', default: false, description: "after the rollout, export the task's records as NDJSON and CSV, sampling the processes' RSS" },
+    waves: { type: 'string', description: 'canary waves as cumulative percentages, e.g. 1,10,100 (docs/strategies.md#waves)' },
+    'soak-seconds': { type: 'string', default: '0', description: "each wave's gate soak time, with --waves" },
   },
   strict: true,
 });
 
 const N = Number(values.devices);
+const WAVES = values.waves === undefined ? undefined : values.waves.split(',').map(Number);
+if (WAVES && WAVES.some((percent) => !(percent > 0 && percent <= 100))) throw new Error('--waves takes cumulative percentages, e.g. 1,10,100');
+const SOAK_SECONDS = Number(values['soak-seconds']);
 if (values['device-limits'] !== 'on' && values['device-limits'] !== 'off') throw new Error('--device-limits is on or off');
 if (values.webhook !== 'on' && values.webhook !== 'off') throw new Error('--webhook is on or off');
 /** The device edge's limits as loose as the configuration allows: what `--device-limits off` runs with. */
@@ -292,7 +297,14 @@ async function main(): Promise<Record<string, number | string>> {
   });
   const firmware = await client.createFirmware({ productId, name: 'bench firmware', version: '2.0.0', versionOrder: 2 });
   await client.uploadFirmware(firmware.id, randomBytes(64 * 1024));
-  const task = await client.createTask({ firmwareId: firmware.id, name: 'bench rollout', timeoutSeconds: 600, retry: { maxAttempts: 3, backoffSeconds: 5, on: ['timeout', 'send_error'] } });
+  const task = await client.createTask({
+    firmwareId: firmware.id,
+    name: 'bench rollout',
+    timeoutSeconds: 600,
+    retry: { maxAttempts: 3, backoffSeconds: 5, on: ['timeout', 'send_error'] },
+    // gates that pass: every simulated device succeeds
+    ...(WAVES ? { rollout: { waves: WAVES.map((percent) => ({ percent })), gate: { minSuccessRate: 0.9, soakSeconds: SOAK_SECONDS } } } : {}),
+  });
   if (values.webhook === 'on') {
     receiver = new WebhookReceiver({ keepEvents: false });
     await receiver.start();
@@ -314,11 +326,18 @@ async function main(): Promise<Record<string, number | string>> {
 
   let final = await client.task(task.id);
   let lastSay = 0;
+  // when each wave started (seconds from the release), as the task shows it
+  const waveStartSeconds: number[] = [];
   while (final.stats.waiting + final.stats.processing > 0) {
     await new Promise((resolve) => setTimeout(resolve, 100));
     const t0 = performance.now();
     final = await client.task(task.id);
     getTaskMs.push(performance.now() - t0);
+    for (const wave of final.waves ?? []) {
+      if (wave.state !== 'pending' && waveStartSeconds[wave.index - 1] === undefined) {
+        waveStartSeconds[wave.index - 1] = Number(((performance.now() - started) / 1000).toFixed(2));
+      }
+    }
     redisPeak = Math.max(redisPeak, await redisUsedMemory(redis));
     if (performance.now() - lastSay > 5_000) {
       lastSay = performance.now();
@@ -405,6 +424,7 @@ async function main(): Promise<Record<string, number | string>> {
     devices: N,
     deviceLimits: values['device-limits'],
     webhook: values.webhook!,
+    ...(WAVES ? { waves: WAVES.join(','), soakSeconds: SOAK_SECONDS, waveStartSeconds: waveStartSeconds.join(',') } : {}),
     success: final.stats.success,
     releaseSeconds: Number(releaseSeconds.toFixed(3)),
     rolloutSeconds: Number(rolloutSeconds.toFixed(3)),

@@ -3,6 +3,8 @@ export interface TaskView {
   id: string;
   state: string;
   stats: { total: number; waiting: number; processing: number; success: number; failed: number; canceled: number };
+  /** With canary waves (docs/strategies.md#waves): each wave's state. */
+  waves?: Array<{ index: number; size: number; state: string }>;
 }
 
 export class OtterClient {

@@ -18,6 +18,8 @@ import { upgradeJob, type UpgradeJobData } from '../core/jobs.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
 import type { DirectSends } from './direct-sends.ts';
 import { RoundLoop } from '../core/round-loop.ts';
+import { windowOpenAt } from '../core/maintenance-windows.ts';
+import { currentRate } from '../core/waves.ts';
 
 export interface DispatcherOptions {
   intervalMs?: number;
@@ -27,6 +29,8 @@ export interface DispatcherOptions {
   maxBacklog?: number;
   /** A number in [0, 1) that spreads the idle pause over 0.5–1.5 × intervalMs; Math.random unless a test fixes it. */
   jitter?: () => number;
+  /** The clock maintenance windows are read by (docs/strategies.md#windows); Date.now unless a test moves it. */
+  clock?: () => number;
 }
 
 /** What the dispatcher reads and claims; dispatchStore(db) in production, a fake in unit tests. */
@@ -81,7 +85,7 @@ export class Dispatcher {
     this.queue = queue;
     this.rateLimiter = rateLimiter;
     this.logger = logger;
-    this.options = { intervalMs: 250, perTaskPerRound: 2_000, maxBacklog: 5_000, ...options, jitter: options.jitter ?? Math.random };
+    this.options = { intervalMs: 250, perTaskPerRound: 2_000, maxBacklog: 5_000, ...options, jitter: options.jitter ?? Math.random, clock: options.clock ?? Date.now };
     this.directPath = directPath;
     this.loop = new RoundLoop(
       async () => {
@@ -129,7 +133,10 @@ export class Dispatcher {
   }
 
   private async dispatchTask(task: DispatchableTask): Promise<{ claimed: number; heldBack: boolean }> {
-    const { maxInFlight, maxPerMinute } = task.rollout ?? {};
+    // outside its maintenance windows a task sends nothing (its in-flight upgrades go on)
+    if (task.windows && !windowOpenAt(task.windows, new Date(this.options.clock()))) return { claimed: 0, heldBack: false };
+    const { maxInFlight } = task.rollout ?? {};
+    const maxPerMinute = currentRate(task.rollout ?? {}, task.success);
     // a rate-limited task's sends take their slots one by one in the jobs; the others go directly
     const direct = maxPerMinute ? undefined : this.directPath;
     const behind = direct ? await direct.backlog() : 0;

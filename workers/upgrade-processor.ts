@@ -11,12 +11,16 @@ import type { RecordStore } from './record-store.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
 import type { UpgradeSender } from './upgrade-sender.ts';
 import { isTransientDbError } from '../db/transient-errors.ts';
+import { nextWindowAt, windowOpenAt } from '../core/maintenance-windows.ts';
+import { currentRate } from '../core/waves.ts';
 
 /** Steps one run may take before it parks (a send, then its immediate failure, then a retry…). */
 const MAX_STEPS = 8;
 // BullMQ only needs to recognise the error; one instance spares a stack trace for every park
 const PARKED = new DelayedError();
 const DATABASE_RETRY_MS = 3_000;
+/** A send held outside its task's windows looks again after this at the latest: the windows may change. */
+const WINDOW_RECHECK_MS = 60_000;
 
 // only the members a step uses, so unit tests can hand in fakes
 export interface UpgradeProcessorDeps {
@@ -24,12 +28,18 @@ export interface UpgradeProcessorDeps {
   sender: Pick<UpgradeSender, 'apply' | 'send'>;
   rateLimiter: Pick<SendRateLimiter, 'acquire'>;
   logger: Pick<Logger, 'warn'>;
+  /** The clock maintenance windows are read by; Date.now unless a test moves it. */
+  clock?: () => number;
+  /** A send held outside its windows looks again at least this often (a test's clock may jump). */
+  windowRecheckMs?: number;
 }
 
 export type UpgradeJobResult = { state: string; attempts: number } | { dropped: string };
 
 export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
   const { store, sender, logger } = deps;
+  const clock = deps.clock ?? Date.now;
+  const windowRecheckMs = deps.windowRecheckMs ?? WINDOW_RECHECK_MS;
   const applyInput = (state: UpgradeState, input: RecordInput) => sender.apply(state, input);
 
   async function processUpgrade(job: Job<UpgradeJobData>, token?: string): Promise<UpgradeJobResult> {
@@ -81,7 +91,10 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
           await applyInput(state, { type: 'deadline', now });
           continue;
         case 'send': {
-          const waitMs = await deps.rateLimiter.acquire(state.taskId, state.rollout.maxPerMinute, `${state.id}-${state.snapshot.attempts}`);
+          const closedFor = windowClosedFor(state, clock());
+          if (closedFor !== null) return park(job, token, now + Math.min(closedFor, windowRecheckMs));
+          const rate = currentRate(state.rollout, state.taskSuccess);
+          const waitMs = await deps.rateLimiter.acquire(state.taskId, rate, `${state.id}-${state.snapshot.attempts}`);
           if (waitMs > 0) return park(job, token, now + waitMs);
           const sent = await sender.send(state);
           // just sent: the record is as written, no need to read it again to know when to wake
@@ -98,6 +111,16 @@ export function createUpgradeProcessor(deps: UpgradeProcessorDeps) {
   }
 
   return processUpgrade;
+}
+
+/**
+ * How long until the record's task may send again (docs/strategies.md#windows): null inside a
+ * window (or with none), else the time to the next window.
+ */
+function windowClosedFor(state: UpgradeState, at: number): number | null {
+  if (!state.windows || windowOpenAt(state.windows, new Date(at))) return null;
+  const next = nextWindowAt(state.windows, new Date(at));
+  return next === null ? WINDOW_RECHECK_MS : Math.max(next.getTime() - at, 1);
 }
 
 async function park(job: Job, token: string | undefined, until: number): Promise<never> {

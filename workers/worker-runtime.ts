@@ -11,6 +11,7 @@ import type { Connector } from '../protocols/connector.ts';
 import type { Metrics } from '../services/metrics.ts';
 import type { DeviceMessageService } from '../services/device-messages.ts';
 import { Dispatcher, dispatchStore, type DispatcherOptions } from './dispatcher.ts';
+import { RolloutScheduler, type RolloutSchedulerOptions } from './rollout-scheduler.ts';
 import { listenForDispatch } from '../services/dispatch-signal.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
 import type { JobWaker } from './job-waker.ts';
@@ -37,6 +38,15 @@ export interface WorkerRuntimeDeps {
   waker: JobWaker;
   supervisor: TaskSupervisor;
   dispatcher?: DispatcherOptions;
+  strategies?: StrategyOptions;
+}
+
+/** How rollout strategies are paced and timed (docs/strategies.md); tests shorten and move them. */
+export interface StrategyOptions extends RolloutSchedulerOptions {
+  /** The clock maintenance windows and soak times are read by. */
+  clock?: () => number;
+  /** A send held outside its windows looks again at least this often. */
+  windowRecheckMs?: number;
 }
 
 export interface WorkerRuntime {
@@ -61,7 +71,8 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     },
     onSendError: () => metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'error' }),
   });
-  const dispatcher = new Dispatcher(dispatchStore(db), queue, rateLimiter, logger, { perTaskPerRound: config.dispatchBatchSize, ...deps.dispatcher }, {
+  const strategies = deps.strategies ?? {};
+  const dispatcher = new Dispatcher(dispatchStore(db), queue, rateLimiter, logger, { perTaskPerRound: config.dispatchBatchSize, clock: strategies.clock, ...deps.dispatcher }, {
     sends: new DirectSends(db, sender, queue, deps.waker),
     backlog: async () => deps.messages.pending + (await queue.getWaitingCount()),
     perRound: config.workerConcurrency,
@@ -72,7 +83,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     supervisor.touch(changes.filter((change) => isFinal(change.record.state)).map((change) => change.taskId));
   };
 
-  const processor = createUpgradeProcessor({ store, sender, rateLimiter, logger });
+  const processor = createUpgradeProcessor({ store, sender, rateLimiter, logger, clock: strategies.clock, windowRecheckMs: strategies.windowRecheckMs });
 
   const workerConnection = createRedis(config.redisUrl);
   const worker = new Worker<UpgradeJobData, UpgradeJobResult>(UPGRADE_QUEUE, processor, {
@@ -95,6 +106,8 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   dispatcher.start();
   const reconciler = new Reconciler(db, queue, deps.redis, logger, config.reconcileIntervalMs);
   reconciler.start();
+  const scheduler = new RolloutScheduler(db, queue, logger, () => dispatcher.poke(), strategies);
+  scheduler.start();
   // webhook deliveries: the outbox in Postgres, drained by every worker (docs/operations.md#webhooks)
   const webhooks = new WebhookDeliverer(db, logger, metrics, { retryBaseMs: config.webhookRetryBaseMs });
   webhooks.start();
@@ -107,6 +120,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     async stop() {
       await unsubscribe();
       await reconciler.stop();
+      await scheduler.stop();
       await webhooks.stop();
       await dispatcher.stop();
       await worker.close();

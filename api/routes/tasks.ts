@@ -3,9 +3,13 @@
 import type { FastifyPluginAsyncTypebox } from '@fastify/type-provider-typebox';
 import type { preValidationHookHandler } from 'fastify';
 import { Type } from 'typebox';
-import { conflict, notFound, preconditionFailed } from '../../core/errors.ts';
+import { isDeepStrictEqual } from 'node:util';
+import { conflict, notFound, preconditionFailed, validationError } from '../../core/errors.ts';
+import { isValidTimeZone } from '../../core/maintenance-windows.ts';
+import { waveProblems } from '../../core/waves.ts';
+import type { TaskRow } from '../../db/database.ts';
 import { findFirmware } from '../../db/queries/firmware.ts';
-import { deleteIdleTask, insertTask, listTaskRecords, listTasks, updateTask } from '../../db/queries/tasks.ts';
+import { deleteIdleTask, findTaskWaves, insertTask, listTaskRecords, listTasks, updateTask } from '../../db/queries/tasks.ts';
 import { ErrorReply, IdempotencyHeaders, IfMatchHeaders, Page, UuidParams, etagOf, ifMatchRevisions, paging } from '../schemas/common.ts';
 import { UpgradeRecord, recordToJson } from '../schemas/records.ts';
 import {
@@ -23,6 +27,8 @@ import {
   TaskPatchBody,
   TaskRecordsQuery,
   taskToJson,
+  type TaskJson,
+  type TaskPatch,
 } from '../schemas/tasks.ts';
 
 const tags = ['tasks'];
@@ -39,7 +45,43 @@ const errors = { 400: ErrorReply, 404: ErrorReply, 409: ErrorReply };
 const idempotentErrors = { ...errors, 422: ErrorReply };
 const idempotent = { idempotent: true };
 
+/**
+ * Strategy settings the schema cannot check alone (docs/strategies.md): waves increasing, time
+ * zones known to this runtime.
+ */
+function checkStrategy(body: Pick<TaskPatch, 'rollout' | 'windows'>): void {
+  const problems = [
+    ...(body.rollout?.waves ? waveProblems(body.rollout.waves).map((problem) => ({ ...problem, path: `/rollout${problem.path}` })) : []),
+    ...(body.windows ?? []).flatMap((window, i) =>
+      isValidTimeZone(window.timeZone) ? [] : [{ path: `/windows/${i}/timeZone`, message: `unknown time zone ${JSON.stringify(window.timeZone)}` }]),
+  ];
+  if (problems.length > 0) throw validationError(problems.map((problem) => `${problem.path}: ${problem.message}`).join('; '), problems);
+}
+
 const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
+  /** The task as replies show it: with its waves, and windows read by the app's clock. */
+  async function present(task: TaskRow): Promise<TaskJson> {
+    const waves = task.open_wave === null ? undefined : (await findTaskWaves(app.db, [task.id])).get(task.id);
+    return taskToJson(task, waves, app.clock());
+  }
+
+  /**
+   * Waves are fixed once a task is released (its records are placed in them, or not): a change
+   * that leaves them out keeps them, one that changes them is refused.
+   */
+  async function keepWaves(taskId: string, changes: TaskPatch): Promise<TaskPatch> {
+    if (!changes.rollout) return changes;
+    const task = await app.tasks.get(taskId);
+    // a task never released has no records to place: anything goes
+    if (task.open_wave === null && task.total === 0) return changes;
+    const { waves, firstDeviceIds } = task.rollout;
+    const rollout = { ...changes.rollout, waves: changes.rollout.waves ?? waves, firstDeviceIds: changes.rollout.firstDeviceIds ?? firstDeviceIds };
+    if (!isDeepStrictEqual(rollout.waves, waves) || !isDeepStrictEqual(rollout.firstDeviceIds, firstDeviceIds)) {
+      throw conflict('waves_fixed', `task ${taskId} is released: its waves and first devices are fixed; send them unchanged or leave them out`);
+    }
+    return { ...changes, rollout };
+  }
+
   app.post('/tasks', {
     config: idempotent,
     schema: {
@@ -52,6 +94,7 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     const body = request.body;
+    checkStrategy(body);
     const firmware = await findFirmware(app.db, body.firmwareId);
     if (!firmware) throw notFound('firmware', body.firmwareId);
     if (!firmware.url && !firmware.has_file) {
@@ -70,9 +113,12 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       rollout: body.rollout ?? {},
       abort: body.abort ?? null,
       startAt: body.startAt ?? null,
+      windows: body.windows ?? null,
+      continuous: body.continuous ?? false,
+      endAt: body.endAt ?? null,
     });
     reply.code(201).header('etag', etagOf(task.revision));
-    return taskToJson(task);
+    return present(task);
   });
 
   app.get('/tasks', {
@@ -81,7 +127,8 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     const { page, pageSize, offset } = paging(request.query);
     const { firmwareId, productId, state } = request.query;
     const { rows, total } = await listTasks(app.db, { firmwareId, productId, state }, { limit: pageSize, offset });
-    return { items: rows.map(taskToJson), total, page, pageSize };
+    const waves = await findTaskWaves(app.db, rows.filter((row) => row.open_wave !== null).map((row) => row.id));
+    return { items: rows.map((row) => taskToJson(row, waves.get(row.id), app.clock())), total, page, pageSize };
   });
 
   app.get('/tasks/:id', {
@@ -89,7 +136,7 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request, reply) => {
     const task = await app.tasks.read(request.params.id);
     reply.header('etag', etagOf(task.revision));
-    return taskToJson(task);
+    return present(task);
   });
 
   app.patch('/tasks/:id', {
@@ -103,12 +150,14 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
       response: { 200: Task, ...errors, 412: ErrorReply },
     },
   }, async (request, reply) => {
-    const outcome = await updateTask(app.db, request.params.id, request.body, ifMatchRevisions(request.headers['if-match']));
+    checkStrategy(request.body);
+    const changes = await keepWaves(request.params.id, request.body);
+    const outcome = await updateTask(app.db, request.params.id, changes, ifMatchRevisions(request.headers['if-match']));
     if (outcome.kind === 'not_found') throw notFound('task', request.params.id);
     if (outcome.kind === 'stale') throw preconditionFailed('task', request.params.id, outcome.revision);
     app.dispatchSignal.poke(outcome.row.id);
     reply.header('etag', etagOf(outcome.row.revision));
-    return taskToJson(outcome.row);
+    return present(outcome.row);
   });
 
   app.delete('/tasks/:id', {
@@ -160,11 +209,21 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
 
   app.post('/tasks/:id/pause', {
     schema: { tags, summary: 'Stop dispatching new devices; in-flight upgrades finish', params: UuidParams, response: { 200: Task, ...errors } },
-  }, async (request) => taskToJson(await app.tasks.pause(request.params.id)));
+  }, async (request) => present(await app.tasks.pause(request.params.id)));
 
   app.post('/tasks/:id/resume', {
     schema: { tags, summary: 'Dispatch again after a pause', params: UuidParams, response: { 200: Task, ...errors } },
-  }, async (request) => taskToJson(await app.tasks.resume(request.params.id)));
+  }, async (request) => present(await app.tasks.resume(request.params.id)));
+
+  app.post('/tasks/:id/waves/:n/approve', {
+    schema: {
+      tags,
+      summary: "Approve the gate of wave n (from 1) of a task whose gate asks for approval",
+      description: 'Allowed while the wave runs, soaks or awaits approval; the next wave opens once the gate has also met its success rate, finished share and soak time.',
+      params: Type.Object({ id: UuidParams.properties.id, n: Type.Integer({ minimum: 1, maximum: 20 }) }),
+      response: { 200: Task, ...errors },
+    },
+  }, async (request) => present(await app.tasks.approveWave(request.params.id, request.params.n)));
 
   app.post('/tasks/:id/cancel', {
     preValidation: emptyBodyIsObject,
@@ -177,7 +236,7 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request) => {
     const { canceled, task } = await app.tasks.cancel(request.params.id, request.body);
-    return { canceled, task: taskToJson(task) };
+    return { canceled, task: await present(task) };
   });
 
   app.post('/tasks/:id/retry', {
@@ -193,7 +252,7 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request) => {
     const { retried, task } = await app.tasks.retry(request.params.id, request.body);
-    return { retried, task: taskToJson(task) };
+    return { retried, task: await present(task) };
   });
 
   app.get('/tasks/:id/records', {
@@ -207,8 +266,8 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
   }, async (request) => {
     await app.tasks.get(request.params.id);
     const { page, pageSize, offset } = paging(request.query);
-    const { state, deviceId } = request.query;
-    const { rows, total } = await listTaskRecords(app.db, request.params.id, { state, deviceId }, { limit: pageSize, offset });
+    const { state, deviceId, wave } = request.query;
+    const { rows, total } = await listTaskRecords(app.db, request.params.id, { state, deviceId, wave }, { limit: pageSize, offset });
     return { items: rows.map(recordToJson), total, page, pageSize };
   });
 };

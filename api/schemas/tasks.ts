@@ -1,7 +1,8 @@
 // Upgrade tasks as the API takes and shows them (docs/rest-api.md#upgrade-tasks), and the mapper
 // from the database row.
 import { Type, type Static } from 'typebox';
-import type { TaskRow } from '../../db/database.ts';
+import type { TaskRow, TaskWaveRow } from '../../db/database.ts';
+import { nextWindowAt } from '../../core/maintenance-windows.ts';
 import { EntityId, NullableTimestamp, PagingQuery, Timestamp, Uuid, iso } from './common.ts';
 import { TagSelection } from './devices.ts';
 import { UpgradeRecordState } from './records.ts';
@@ -28,10 +29,50 @@ export const RetryPolicy = Type.Object({
   on: Type.Array(FailureReason, { uniqueItems: true, maxItems: 4, description: 'which failures are retried' }),
 });
 
-export const RolloutLimits = Type.Object({
-  maxPerMinute: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'sends per minute for this task, retries included' })),
-  maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'processing records at once' })),
+export const WaveSize = Type.Union([
+  Type.Object({ percent: Type.Number({ exclusiveMinimum: 0, maximum: 100, description: 'cumulative share of the task\'s records' }) }),
+  Type.Object({ devices: Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'cumulative count of records' }) }),
+]);
+
+export const WaveGate = Type.Object({
+  minSuccessRate: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'success among the wave\'s succeeded and failed records; default 0.9' })),
+  minFinished: Type.Optional(Type.Number({ minimum: 0, maximum: 1, description: 'share of the wave\'s records final; default 1' })),
+  soakSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: 30 * 86_400, description: 'wait after both hold; default 0' })),
+  approval: Type.Optional(Type.Boolean({ description: 'wait for POST /api/tasks/{id}/waves/{n}/approve; default false' })),
 });
+
+export const Ramp = Type.Object({
+  startPerMinute: Type.Integer({ minimum: 1, maximum: 10_000_000 }),
+  factor: Type.Number({ minimum: 1, maximum: 100 }),
+  everySucceeded: Type.Integer({ minimum: 1, maximum: 10_000_000 }),
+});
+
+export const RolloutLimits = Type.Object({
+  maxPerMinute: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'sends per minute for this task, retries included; a ramp\'s cap' })),
+  maxInFlight: Type.Optional(Type.Integer({ minimum: 1, maximum: 10_000_000, description: 'processing records at once' })),
+  waves: Type.Optional(Type.Array(WaveSize, { minItems: 1, maxItems: 20, description: 'cumulative and increasing; fixed once the task is released' })),
+  gate: Type.Optional(WaveGate),
+  ramp: Type.Optional(Ramp),
+  firstDeviceIds: Type.Optional(Type.Array(EntityId, { maxItems: 10_000, uniqueItems: true, description: 'placed in wave 1' })),
+});
+
+const Weekday = Type.Union([
+  Type.Literal('mon'),
+  Type.Literal('tue'),
+  Type.Literal('wed'),
+  Type.Literal('thu'),
+  Type.Literal('fri'),
+  Type.Literal('sat'),
+  Type.Literal('sun'),
+]);
+
+export const MaintenanceWindow = Type.Object({
+  days: Type.Array(Weekday, { minItems: 1, maxItems: 7, uniqueItems: true, description: 'local weekdays on which the window starts' }),
+  start: Type.String({ pattern: '^([01][0-9]|2[0-3]):[0-5][0-9]$', description: 'local time, HH:MM' }),
+  durationMinutes: Type.Integer({ minimum: 1, maximum: 10_080 }),
+  timeZone: Type.String({ minLength: 1, maxLength: 64, description: 'IANA time zone, e.g. Europe/Berlin' }),
+});
+const Windows = Type.Array(MaintenanceWindow, { minItems: 1, maxItems: 50 });
 
 export const AbortPolicy = Type.Object({
   failureRate: Type.Number({ minimum: 0, maximum: 1 }),
@@ -51,6 +92,9 @@ const TaskSettings = {
   rollout: Type.Optional(RolloutLimits),
   abort: Type.Optional(Type.Union([AbortPolicy, Type.Null()])),
   startAt: Type.Optional(Type.Union([Timestamp, Type.Null()])),
+  continuous: Type.Optional(Type.Boolean({ description: 'enrol devices that come to match the release later; ends with cancel or endAt' })),
+  windows: Type.Optional(Type.Union([Windows, Type.Null()])),
+  endAt: Type.Optional(Type.Union([Timestamp, Type.Null()])),
 };
 
 export const TaskCreateBody = Type.Object({
@@ -62,6 +106,7 @@ export const TaskCreateBody = Type.Object({
 export type TaskCreateBodyType = Static<typeof TaskCreateBody>;
 
 export const TaskPatchBody = Type.Object({ name: Type.Optional(Name), ...TaskSettings }, { minProperties: 1 });
+export type TaskPatch = Static<typeof TaskPatchBody>;
 
 export const TaskStats = Type.Object({
   total: Type.Integer(),
@@ -70,6 +115,20 @@ export const TaskStats = Type.Object({
   success: Type.Integer(),
   failed: Type.Integer(),
   canceled: Type.Integer(),
+});
+
+export const WaveJson = Type.Object({
+  index: Type.Integer({ description: 'from 1' }),
+  size: Type.Integer(),
+  state: Type.Union([
+    Type.Literal('pending'),
+    Type.Literal('running'),
+    Type.Literal('soaking'),
+    Type.Literal('awaiting_approval'),
+    Type.Literal('passed'),
+    Type.Literal('failed'),
+  ]),
+  stats: TaskStats,
 });
 
 export const Task = Type.Object({
@@ -86,8 +145,14 @@ export const Task = Type.Object({
   rollout: RolloutLimits,
   abort: Type.Union([AbortPolicy, Type.Null()]),
   startAt: NullableTimestamp,
+  continuous: Type.Boolean(),
+  windows: Type.Union([Windows, Type.Null()]),
+  nextWindowAt: Type.Union([Timestamp, Type.Null()], { description: 'with windows, when the next one opens; null inside one' }),
+  endAt: NullableTimestamp,
   state: TaskState,
+  pausedReason: Type.Union([Type.Literal('manual'), Type.Literal('gate_failed'), Type.Null()]),
   stats: TaskStats,
+  waves: Type.Array(WaveJson),
   revision: Type.Integer({
     description: 'raised by every change of the settings or the state (not by the record counters); '
       + 'the ETag is this number in quotes, for If-Match',
@@ -148,10 +213,12 @@ export const RetryReply = Type.Object({ retried: Type.Integer(), task: Task });
 export const TaskRecordsQuery = Type.Object({
   state: Type.Optional(UpgradeRecordState),
   deviceId: Type.Optional(EntityId),
+  wave: Type.Optional(Type.Integer({ minimum: 1, maximum: 20, description: "only this wave's records" })),
   ...PagingQuery,
 });
 
-export function taskToJson(row: TaskRow): TaskJson {
+/** The task as the API shows it; `waves` from findTaskWaves, `now` the clock windows are read by. */
+export function taskToJson(row: TaskRow, waves: readonly TaskWaveRow[] = [], now = Date.now()): TaskJson {
   return {
     id: row.id,
     firmwareId: row.firmware_id,
@@ -166,17 +233,21 @@ export function taskToJson(row: TaskRow): TaskJson {
     rollout: row.rollout ?? {},
     abort: row.abort,
     startAt: iso(row.start_at),
+    continuous: row.continuous,
+    windows: row.windows as TaskJson['windows'],
+    nextWindowAt: row.windows ? iso(nextWindowAt(row.windows, new Date(now))) : null,
+    endAt: iso(row.end_at),
     state: row.state,
-    stats: {
-      total: row.total,
-      waiting: row.waiting,
-      processing: row.processing,
-      success: row.success,
-      failed: row.failed,
-      canceled: row.canceled,
-    },
+    pausedReason: row.state === 'paused' ? (row.paused_reason ?? 'manual') : null,
+    waves: waves.map((wave) => ({ index: wave.index, size: wave.total, state: wave.state, stats: statsOf(wave) })),
+    stats: statsOf(row),
     revision: row.revision,
     createdAt: iso(row.created_at)!,
     updatedAt: iso(row.updated_at)!,
   };
+}
+
+function statsOf(counters: Pick<TaskWaveRow, 'total' | 'waiting' | 'processing' | 'success' | 'failed' | 'canceled'>): Static<typeof TaskStats> {
+  const { total, waiting, processing, success, failed, canceled } = counters;
+  return { total, waiting, processing, success, failed, canceled };
 }

@@ -12,6 +12,7 @@ import * as auditLog from './0009_audit_log.ts';
 import * as oneWritePath from './0010_one_write_path.ts';
 import * as webhooks from './0011_webhooks.ts';
 import * as deviceTags from './0012_device_tags.ts';
+import * as rolloutStrategies from './0013_rollout_strategies.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
@@ -26,4 +27,5 @@ export const migrations: Record<string, Migration> = {
   '0010_one_write_path': oneWritePath,
   '0011_webhooks': webhooks,
   '0012_device_tags': deviceTags,
+  '0013_rollout_strategies': rolloutStrategies,
 };

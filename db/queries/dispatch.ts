@@ -5,6 +5,7 @@ import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { RolloutLimits } from '../database.ts';
 import { DISPATCHABLE, lockUpgradeStates, type UpgradeState } from './upgrade-state.ts';
+import type { MaintenanceWindow } from '../../core/maintenance-windows.ts';
 import { applyRecordChanges, type RecordChange } from './record-changes.ts';
 import { transitionRecords } from './record-transitions.ts';
 
@@ -12,15 +13,19 @@ export interface DispatchableTask {
   id: string;
   rollout: RolloutLimits;
   processing: number;
+  /** Succeeded records so far: a ramp's rate grows with them. */
+  success: number;
+  windows: MaintenanceWindow[] | null;
 }
 
 /** Running push tasks, past their start time, with records waiting to be handed to the queue. */
 export async function findDispatchableTasks(db: Db): Promise<DispatchableTask[]> {
   const { rows } = await sql<DispatchableTask>`
-    SELECT t.id, t.rollout, t.processing FROM upgrade_tasks t
+    SELECT t.id, t.rollout, t.processing, t.success, t.windows FROM upgrade_tasks t
     WHERE t.state = 'running' AND t.mode = 'push' AND (t.start_at IS NULL OR t.start_at <= now())
       AND EXISTS (
-        SELECT 1 FROM upgrade_records WHERE task_id = t.id AND ${DISPATCHABLE})
+        SELECT 1 FROM upgrade_records
+        WHERE task_id = t.id AND ${DISPATCHABLE} AND wave <= coalesce(t.open_wave, 32767))
     ORDER BY t.created_at`.execute(db);
   return rows;
 }
@@ -68,7 +73,7 @@ export async function claimRecordsAndSend(
   return db.transaction().execute(async (trx) => {
     const limit = await lockedBudget(trx, taskId, budget);
     if (limit <= 0) return [];
-    const states = await lockUpgradeStates(trx, { taskId, dispatchable: true, skipLocked: true }, 0, limit);
+    const states = await lockUpgradeStates(trx, { taskId, dispatchable: true, skipLocked: true }, undefined, limit);
     const changes = states.flatMap((state) => send(state) ?? []);
     const { applied } = await applyRecordChanges(trx, changes);
     return applied;

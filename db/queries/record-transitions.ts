@@ -1,6 +1,7 @@
 // Set-based record changes (cancel a task's records, retry them, push them, claim them for the
-// queue) through the one write path: the selected records are locked page by page in id order,
-// each page's transitions are computed by the state machine and written by applyRecordChanges —
+// queue) through the one write path: the selected records are locked page by page in id order
+// (wave by wave for the dispatcher), each page's transitions are computed by the state machine
+// and written by applyRecordChanges —
 // so an operator's cancel of 100,000 records follows the same rules, timeline and counters as a
 // device message about one.
 import { transition, type RecordInput } from '../../core/record-machine.ts';
@@ -27,11 +28,11 @@ export async function transitionRecords(
   limit = Infinity,
 ): Promise<WrittenChange[]> {
   const written: WrittenChange[] = [];
-  let afterId = 0;
+  let after: UpgradeState | undefined;
   while (written.length < limit) {
-    const states = await lockUpgradeStates(trx, selection, afterId, Math.min(PAGE_SIZE, limit - written.length));
+    const states = await lockUpgradeStates(trx, selection, after, Math.min(PAGE_SIZE, limit - written.length));
     if (states.length === 0) break;
-    afterId = states[states.length - 1]!.id;
+    after = states[states.length - 1];
     const page: WrittenChange[] = [];
     for (const state of states) {
       const next = input(state);

@@ -5,13 +5,17 @@ import type { RecordState } from '../../core/record-machine.ts';
 import type { Db } from '../connection.ts';
 import { transitionRecords } from './record-transitions.ts';
 
-/** Running tasks among `taskIds` whose records are all final become `completed`. */
+/**
+ * Running tasks among `taskIds` whose records are all final become `completed` — a continuous
+ * task only once past its endAt (docs/strategies.md#continuous).
+ */
 export async function completeFinishedTasks(db: Db, taskIds: readonly string[]): Promise<string[]> {
   if (taskIds.length === 0) return [];
   const { rows } = await sql<{ id: string }>`
-    UPDATE upgrade_tasks SET state = 'completed', revision = revision + 1, updated_at = now()
+    UPDATE upgrade_tasks SET state = 'completed', paused_reason = NULL, revision = revision + 1, updated_at = now()
     WHERE id = ANY(${[...taskIds]}::uuid[]) AND state IN ('running', 'paused')
       AND waiting = 0 AND processing = 0 AND total > 0
+      AND (NOT continuous OR end_at <= now())
     RETURNING id`.execute(db);
   return rows.map((row) => row.id);
 }
@@ -69,5 +73,27 @@ export async function abortTask(db: Db, taskId: string): Promise<CanceledRecord[
       WHERE id = ${taskId} AND state IN ('running', 'paused') RETURNING id`.execute(trx);
     if (rows.length === 0) return undefined;
     return cancelRecords(trx, taskId, { states: ['waiting'], message: 'task aborted: failure rate reached its threshold' });
+  });
+}
+
+/** Open tasks past their endAt (docs/strategies.md#end-at). */
+export async function findEndedTasks(db: Db): Promise<string[]> {
+  const { rows } = await sql<{ id: string }>`
+    SELECT id FROM upgrade_tasks WHERE end_at <= now() AND state IN ('created', 'running', 'paused')`.execute(db);
+  return rows.map((row) => row.id);
+}
+
+/**
+ * Ends a task at its endAt: its waiting records are canceled; it completes at once if nothing is
+ * in flight, else when its in-flight upgrades end (completeFinishedTasks). The caller removes jobs.
+ */
+export async function endTask(db: Db, taskId: string): Promise<CanceledRecord[]> {
+  return db.transaction().execute(async (trx) => {
+    // the records first, then the task row: the order in which record batches lock them
+    const canceled = await cancelRecords(trx, taskId, { states: ['waiting'], message: 'task ended: its endAt passed' });
+    await sql`
+      UPDATE upgrade_tasks SET state = 'completed', paused_reason = NULL, revision = revision + 1, updated_at = now()
+      WHERE id = ${taskId} AND state IN ('created', 'running', 'paused') AND processing = 0`.execute(trx);
+    return canceled;
   });
 }

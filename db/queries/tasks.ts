@@ -4,7 +4,8 @@
 // rollout); a change or delete given the revisions it expects checks them in its own statement.
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
-import type { AbortPolicy, RecordState, RetryPolicy, RolloutLimits, TaskMode, TaskRow, TaskState } from '../database.ts';
+import type { AbortPolicy, RecordState, RetryPolicy, RolloutLimits, TaskMode, StoredSelection, TaskRow, TaskState, TaskWaveRow } from '../database.ts';
+import type { MaintenanceWindow } from '../../core/maintenance-windows.ts';
 import { transitionRecords } from './record-transitions.ts';
 import { pageOf } from './paging.ts';
 
@@ -21,6 +22,9 @@ export interface NewTask {
   rollout: RolloutLimits;
   abort: AbortPolicy | null;
   startAt: string | null;
+  windows: MaintenanceWindow[] | null;
+  continuous: boolean;
+  endAt: string | null;
 }
 
 export interface TaskChanges {
@@ -32,6 +36,9 @@ export interface TaskChanges {
   rollout?: RolloutLimits;
   abort?: AbortPolicy | null;
   startAt?: string | null;
+  windows?: MaintenanceWindow[] | null;
+  continuous?: boolean;
+  endAt?: string | null;
 }
 
 /** The revisions a change is based on (from If-Match): it applies only to a row at one of them. */
@@ -61,6 +68,9 @@ export async function insertTask(db: Db, task: NewTask): Promise<TaskRow> {
       rollout: JSON.stringify(task.rollout),
       abort: task.abort ? JSON.stringify(task.abort) : null,
       start_at: task.startAt,
+      windows: task.windows ? JSON.stringify(task.windows) : null,
+      continuous: task.continuous,
+      end_at: task.endAt,
     })
     .returningAll()
     .executeTakeFirstOrThrow();
@@ -68,6 +78,43 @@ export async function insertTask(db: Db, task: NewTask): Promise<TaskRow> {
 
 export async function findTask(db: Db, id: string): Promise<TaskRow | undefined> {
   return db.selectFrom('upgrade_tasks').selectAll().where('id', '=', id).executeTakeFirst();
+}
+
+/** The waves of these tasks, by task, each in order (tasks without waves are absent). */
+export async function findTaskWaves(db: Db, taskIds: readonly string[]): Promise<Map<string, TaskWaveRow[]>> {
+  const byTask = new Map<string, TaskWaveRow[]>();
+  if (taskIds.length === 0) return byTask;
+  const rows = await db.selectFrom('task_waves').selectAll().where('task_id', 'in', [...taskIds]).orderBy('task_id').orderBy('index').execute();
+  for (const row of rows) {
+    const waves = byTask.get(row.task_id) ?? [];
+    waves.push(row);
+    byTask.set(row.task_id, waves);
+  }
+  return byTask;
+}
+
+export interface ContinuousTask {
+  id: string;
+  firmwareId: string;
+  productId: string;
+  firmwareVersion: string;
+  rollout: RolloutLimits;
+  selection: StoredSelection;
+}
+
+/** Open continuous tasks with a selection to enrol by, not past their endAt (docs/strategies.md#continuous). */
+export async function findContinuousTasks(db: Db): Promise<ContinuousTask[]> {
+  const { rows } = await sql<ContinuousTask>`
+    SELECT id, firmware_id AS "firmwareId", product_id AS "productId", firmware_version AS "firmwareVersion", rollout, selection
+    FROM upgrade_tasks
+    WHERE continuous AND selection IS NOT NULL AND state IN ('running', 'paused')
+      AND (end_at IS NULL OR end_at > now())`.execute(db);
+  return rows;
+}
+
+/** Keeps the selection a continuous task enrols by. */
+export async function setTaskSelection(db: Db, taskId: string, selection: StoredSelection): Promise<void> {
+  await db.updateTable('upgrade_tasks').set({ selection: JSON.stringify(selection) }).where('id', '=', taskId).execute();
 }
 
 export interface TaskFilter {
@@ -96,6 +143,9 @@ export async function updateTask(db: Db, id: string, changes: TaskChanges, expec
       ...(changes.rollout !== undefined ? { rollout: JSON.stringify(changes.rollout) } : {}),
       ...(changes.abort !== undefined ? { abort: changes.abort ? JSON.stringify(changes.abort) : null } : {}),
       ...(changes.startAt !== undefined ? { start_at: changes.startAt } : {}),
+      ...(changes.windows !== undefined ? { windows: changes.windows ? JSON.stringify(changes.windows) : null } : {}),
+      ...(changes.continuous !== undefined ? { continuous: changes.continuous } : {}),
+      ...(changes.endAt !== undefined ? { end_at: changes.endAt } : {}),
       revision: eb('revision', '+', 1),
       updated_at: sql`now()`,
     }))
@@ -131,7 +181,8 @@ export async function deleteIdleTask(db: Db, id: string, expected?: ExpectedRevi
 export async function moveTaskState(db: Db, id: string, from: readonly TaskState[], to: TaskState): Promise<TaskRow | undefined> {
   return db
     .updateTable('upgrade_tasks')
-    .set((eb) => ({ state: to, revision: eb('revision', '+', 1), updated_at: sql`now()` }))
+    // an operator's pause; the rollout scheduler pauses with its own reason (db/queries/waves.ts)
+    .set((eb) => ({ state: to, paused_reason: to === 'paused' ? 'manual' : null, revision: eb('revision', '+', 1), updated_at: sql`now()` }))
     .where('id', '=', id)
     .where('state', 'in', [...from])
     .returningAll()
@@ -162,11 +213,13 @@ export async function reopenRecords(
 export interface TaskRecordFilter {
   state?: RecordState;
   deviceId?: string;
+  wave?: number;
 }
 
 export async function listTaskRecords(db: Db, taskId: string, filter: TaskRecordFilter, page: { limit: number; offset: number }) {
   let query = db.selectFrom('upgrade_records').where('task_id', '=', taskId);
   if (filter.state) query = query.where('state', '=', filter.state);
   if (filter.deviceId) query = query.where('device_id', '=', filter.deviceId);
+  if (filter.wave !== undefined) query = query.where('wave', '=', filter.wave);
   return pageOf(query, (q) => q.selectAll().orderBy('id').limit(page.limit).offset(page.offset).execute());
 }

@@ -6,6 +6,7 @@ import type { DeviceBinding } from '../../core/device-binding.ts';
 import type { JobbedRecord } from '../../core/jobs.ts';
 import type { RecordSnapshot, RecordState, UpgradePolicy } from '../../core/record-machine.ts';
 import type { RetryPolicy, RolloutLimits, TaskState } from '../database.ts';
+import type { MaintenanceWindow } from '../../core/maintenance-windows.ts';
 
 export interface UpgradeState {
   id: number;
@@ -13,8 +14,13 @@ export interface UpgradeState {
   firmwareId: string;
   deviceId: string;
   productId: string;
+  /** Its wave (docs/strategies.md#waves), 0 in a task without waves. */
+  wave: number;
   revision: number;
   taskState: TaskState;
+  /** Its task's records that succeeded so far: a ramp's rate grows with them. */
+  taskSuccess: number;
+  windows: MaintenanceWindow[] | null;
   rollout: RolloutLimits;
   policy: UpgradePolicy;
   snapshot: RecordSnapshot;
@@ -26,6 +32,7 @@ interface Row {
   firmware_id: string;
   device_id: string;
   product_id: string;
+  wave: number;
   revision: number;
   queued_at: number | null;
   push_requested: boolean;
@@ -49,6 +56,8 @@ interface Row {
   response_timeout_seconds: number | null;
   retry: RetryPolicy;
   rollout: RolloutLimits;
+  task_success: number;
+  windows: MaintenanceWindow[] | null;
 }
 
 
@@ -64,8 +73,11 @@ function toUpgradeState(row: Row): UpgradeState {
     firmwareId: row.firmware_id,
     deviceId: row.device_id,
     productId: row.product_id,
+    wave: row.wave,
     revision: row.revision,
     taskState: row.task_state,
+    taskSuccess: row.task_success,
+    windows: row.windows,
     rollout: row.rollout ?? {},
     policy: {
       mode: row.mode,
@@ -98,10 +110,11 @@ function toUpgradeState(row: Row): UpgradeState {
 const ms = (column: string) => sql.raw(`(extract(epoch FROM r.${column}) * 1000)::float8 AS ${column}`);
 
 const COLUMNS = sql`
-  r.id, r.task_id, r.firmware_id, r.device_id, r.product_id, r.revision, ${ms('queued_at')}, r.push_requested, r.dispatches,
+  r.id, r.task_id, r.firmware_id, r.device_id, r.product_id, r.wave, r.revision, ${ms('queued_at')}, r.push_requested, r.dispatches,
   r.state, r.target_version, r.attempts, r.progress, r.error_reason, r.message_id, ${ms('started_at')},
   ${ms('attempt_started_at')}, ${ms('deadline_at')}, ${ms('response_deadline_at')}, ${ms('retry_at')}, ${ms('last_message_at')},
-  ${ms('completed_at')}, t.state AS task_state, t.mode, t.timeout_seconds, t.response_timeout_seconds, t.retry, t.rollout`;
+  ${ms('completed_at')}, t.state AS task_state, t.mode, t.timeout_seconds, t.response_timeout_seconds, t.retry, t.rollout,
+  t.success AS task_success, t.windows`;
 
 export async function loadUpgradeStatesByIds(db: Db, ids: readonly number[]): Promise<Map<number, UpgradeState>> {
   if (ids.length === 0) return new Map();
@@ -176,6 +189,14 @@ export async function loadDeviceBindings(db: Db, deviceIds: readonly string[]): 
  */
 export const DISPATCHABLE = sql`state = 'waiting' AND push_requested AND queued_at IS NULL`;
 
+/**
+ * Of a task's dispatchable records, those of its open waves (docs/strategies.md#waves): every one
+ * when the task has no waves (its records are all wave 0, its open_wave null).
+ */
+export function inOpenWaves(taskId: unknown) {
+  return sql`wave <= (SELECT coalesce(open_wave, 32767) FROM upgrade_tasks WHERE id = ${taskId})`;
+}
+
 /** A page of a task's records that should have a job (queued, or processing) after `afterId`, in id order. */
 export async function loadInFlightStates(db: Db, taskId: string, afterId: number, limit: number): Promise<UpgradeState[]> {
   const { rows } = await sql<Row>`
@@ -204,11 +225,15 @@ export interface RecordSelection {
  * Locks and loads up to `limit` of the selected records after `afterId`, in id order (the order in
  * which record batches lock them). Only inside a transaction.
  */
-export async function lockUpgradeStates(trx: Db, selection: RecordSelection, afterId: number, limit: number): Promise<UpgradeState[]> {
-  const filters = [sql`task_id = ${selection.taskId}`, sql`id > ${afterId}`];
+export async function lockUpgradeStates(trx: Db, selection: RecordSelection, after: UpgradeState | undefined, limit: number): Promise<UpgradeState[]> {
+  // pages follow the order below: wave by wave for the dispatcher, by id for the rest
+  const filters = [
+    sql`task_id = ${selection.taskId}`,
+    selection.dispatchable ? sql`(wave, id) > (${after?.wave ?? -1}, ${after?.id ?? 0})` : sql`id > ${after?.id ?? 0}`,
+  ];
   if (selection.states) filters.push(sql`state = ANY(${[...selection.states]}::text[])`);
   if (selection.deviceIds) filters.push(sql`device_id = ANY(${[...selection.deviceIds]}::text[])`);
-  if (selection.dispatchable) filters.push(DISPATCHABLE);
+  if (selection.dispatchable) filters.push(DISPATCHABLE, inOpenWaves(selection.taskId));
   if (selection.deviceIdle) {
     filters.push(sql`NOT EXISTS (SELECT 1 FROM upgrade_records o
                                  WHERE o.device_id = upgrade_records.device_id AND o.state IN ('waiting', 'processing'))`);
@@ -219,8 +244,9 @@ export async function lockUpgradeStates(trx: Db, selection: RecordSelection, aft
     WHERE r.id IN (
       SELECT id FROM upgrade_records
       WHERE ${sql.join(filters, sql` AND `)}
-      ORDER BY id LIMIT ${limit}
+      -- dispatchable records in the order of their index (migration 0013): wave by wave
+      ORDER BY ${selection.dispatchable ? sql`wave, id` : sql`id`} LIMIT ${limit}
       FOR UPDATE ${selection.skipLocked ? sql`SKIP LOCKED` : sql``})
-    ORDER BY r.id`.execute(trx);
+    ORDER BY ${selection.dispatchable ? sql`r.wave, r.id` : sql`r.id`}`.execute(trx);
   return rows.map(toUpgradeState);
 }

@@ -352,6 +352,7 @@ describe('GET and DELETE /api/devices/{id}, GET /api/devices/{id}/records', () =
       state: 'processing',
       progress: 0,
       attempts: 1,
+      wave: null,
       errorReason: null,
       ignoredEvents: 0,
       createdAt: record.created_at.toISOString(),

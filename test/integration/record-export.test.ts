@@ -195,7 +195,7 @@ describe('export of 100,000 records', () => {
     expect(streamed.headers.get('content-type')).toBe('text/csv; charset=utf-8');
     expect(streamed.headers.get('content-disposition')).toBe(`attachment; filename="task-${bigTaskId}-records.csv"`);
     expect(header).toBe('"id","taskId","firmwareId","deviceId","productId","fromVersion","targetVersion","state","progress","attempts",'
-      + '"errorReason","ignoredEvents","createdAt","startedAt","completedAt","updatedAt"\r');
+      + '"wave","errorReason","ignoredEvents","createdAt","startedAt","completedAt","updatedAt"\r');
     expect(streamed.lines).toBe(RECORDS + 1);
     expect(streamed.chunks).toBeGreaterThan(10);
     expect(streamed.ms).toBeLessThan(MAX_EXPORT_MS);

@@ -25,12 +25,15 @@ const PATTERN_SAMPLES: Array<[RegExp, (key: string) => string]> = [
   // ids: one per field, so a device is not its own gateway
   [/^\^\[A-Za-z0-9_.:-\]\{1,64\}\$$/, (key) => `${key || 'id'}-1`],
   [/^\^\[0-9a-fA-F\]\{0,128\}\$$/, () => 'abcdef0123456789'],
+  // a maintenance window's local start, HH:MM
+  [/^\^\(\[01\]\[0-9\]\|2\[0-3\]\):\[0-5\]\[0-9\]\$$/, () => '02:30'],
 ];
 
 function sampleString(schema: Schema, key: string): string {
   if (schema.format === 'uuid') return randomUUID();
   if (schema.format === 'date-time') return new Date(Date.now() + 3_600_000).toISOString();
   if (schema.format === 'uri' || key === 'url') return 'https://downloads.example.com/fw.bin';
+  if (key === 'timeZone') return 'Europe/Berlin';
   if (typeof schema.pattern === 'string') {
     const known = PATTERN_SAMPLES.find(([pattern]) => pattern.test(schema.pattern as string));
     if (!known) throw new Error(`no sample for the pattern ${schema.pattern} (add one to PATTERN_SAMPLES)`);

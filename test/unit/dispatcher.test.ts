@@ -29,8 +29,14 @@ class FakeStore implements DispatchStore {
   failNext: Error | undefined;
   private nextId = 1;
 
-  addTask(id: string, waiting: number, rollout: RolloutLimits = {}, inFlight: InFlight = { processing: 0, queuedUnsent: 0 }): void {
-    this.tasks.push({ id, rollout, processing: inFlight.processing });
+  addTask(
+    id: string,
+    waiting: number,
+    rollout: RolloutLimits = {},
+    inFlight: InFlight = { processing: 0, queuedUnsent: 0 },
+    extra: Partial<Pick<DispatchableTask, 'success' | 'windows'>> = {},
+  ): void {
+    this.tasks.push({ id, rollout, processing: inFlight.processing, success: 0, windows: null, ...extra });
     this.waiting.set(id, waiting);
     this.inFlight.set(id, inFlight);
   }
@@ -170,6 +176,43 @@ describe('Dispatcher round: the budget of a queued task', () => {
     await dispatcher.round();
     expect(rateLimiter.asked).toEqual([{ taskId: 't1', maxPerMinute: 60 }]);
     expect(store.budgets[0]!.budget).toBe(15);
+  });
+
+  it('a ramp: the rate asked grows by its factor for every everySucceeded successes, capped by maxPerMinute; its task takes the job path', async () => {
+    const ramp = { startPerMinute: 60, factor: 2, everySucceeded: 20 };
+    const cases = [
+      { success: 0, expected: 60 },
+      { success: 19, expected: 60 },
+      { success: 20, expected: 120 },
+      { success: 45, expected: 240 },
+      { success: 100, expected: 500 },
+    ];
+    for (const { success, expected } of cases) {
+      const store = new FakeStore();
+      const direct = fakeDirectPath(store, 100);
+      const { rateLimiter, dispatcher } = setup({ perTaskPerRound: 100 }, direct, store);
+      store.addTask('t1', 1_000, { ramp, maxPerMinute: 500 }, undefined, { success });
+      await dispatcher.round();
+      expect(rateLimiter.asked, `after ${success} successes`).toEqual([{ taskId: 't1', maxPerMinute: expected }]);
+      expect(direct.calls).toEqual([]);
+      expect(store.claims).toEqual(['t1']);
+    }
+  });
+
+  it('maintenance windows: nothing is claimed while they are closed, by the injected clock; inside one, as usual', async () => {
+    // Mondays 02:00–03:00 in Tokyo (UTC+9): Sunday 17:00–18:00 UTC
+    const windows = [{ days: ['mon' as const], start: '02:00', durationMinutes: 60, timeZone: 'Asia/Tokyo' }];
+    let now = Date.parse('2026-06-07T16:59:59Z');
+    const { store, dispatcher } = setup({ perTaskPerRound: 100, clock: () => now });
+    store.addTask('t1', 1_000, {}, undefined, { windows });
+    await dispatcher.round();
+    expect(store.budgets).toEqual([]);
+    now = Date.parse('2026-06-07T17:00:00Z');
+    await dispatcher.round();
+    expect(store.budgets.map((b) => b.budget)).toEqual([100]);
+    now = Date.parse('2026-06-07T18:00:00Z');
+    await dispatcher.round();
+    expect(store.budgets).toHaveLength(1);
   });
 
   it('maxPerMinute is not asked once another limit leaves nothing', async () => {

@@ -16,7 +16,7 @@ import { formFields, list, text } from './form.ts';
 
 type Params = { id: string };
 
-const NOTICES = new Set(['pushed', 'paused', 'resumed', 'canceled', 'retried']);
+const NOTICES = new Set(['pushed', 'paused', 'resumed', 'canceled', 'retried', 'approved']);
 const SKIP_REASONS = ['already_on_version', 'busy', 'version_filtered', 'unknown_device', 'already_in_task'] as const;
 const SEARCH_LIMIT = 50;
 
@@ -90,6 +90,13 @@ export default async function taskRoutes(app: FastifyInstance): Promise<void> {
     if (!released.ok) return renderTask(request, reply, { status: released.status, error: released.message });
     const skips = Object.entries(released.body.skipped).filter(([, count]) => count > 0).map(([reason, count]) => `&sk_${reason}=${count}`).join('');
     return reply.code(303).redirect(`/console/tasks/${id}?released=${released.body.added}${skips}`);
+  });
+
+  app.post<{ Params: Params & { n: string } }>('/tasks/:id/waves/:n/approve', async (request, reply) => {
+    const id = encodeURIComponent(request.params.id);
+    const answer = await apiOf(request).call('POST', `/api/tasks/${id}/waves/${encodeURIComponent(request.params.n)}/approve`, {});
+    if (!answer.ok) return renderTask(request, reply, { status: answer.status, error: answer.message });
+    return reply.code(303).redirect(`/console/tasks/${id}?notice=approved`);
   });
 
   const actions: Array<[string, string]> = [['push', 'pushed'], ['pause', 'paused'], ['resume', 'resumed'], ['cancel', 'canceled'], ['retry', 'retried']];

@@ -88,8 +88,26 @@ function taskSummary(view: View, task: TaskJson): SafeHtml {
     ${!closed ? actionButton(view, `${base}/cancel`, t.cancel, { kind: 'danger' }) : ''}
     ${task.stats.failed > 0 ? actionButton(view, `${base}/retry`, t.retryFailed) : ''}`;
   return html`<span class="state state-${task.state}">${t[`task_${task.state}`]}</span>
+${task.pausedReason === 'gate_failed' ? html`<p class="notice-inline">${t.paused_gate_failed}</p>` : ''}
+${task.nextWindowAt ? html`<p><small>${t.nextWindowAt}: <time datetime="${task.nextWindowAt}">${task.nextWindowAt}</time></small></p>` : ''}
 <div class="bar-wide">${stackedBar(task.stats, t)}</div>
-<div class="buttons">${actions}</div>`;
+<div class="buttons">${actions}</div>
+${task.waves.length > 0 ? wavesTable(view, task) : ''}`;
+}
+
+/** The task's canary waves (docs/strategies.md#waves): each one's state and counts, and its approval. */
+function wavesTable(view: View, task: TaskJson): SafeHtml {
+  const { t } = view;
+  const approvable = new Set(['running', 'soaking', 'awaiting_approval']);
+  const last = task.waves.length;
+  return html`<table class="waves" aria-label="${t.waves}"><thead><tr><th>${t.wave}</th><th>${t.state}</th><th>${t.success}</th><th>${t.failed}</th><th></th></tr></thead><tbody>
+${task.waves.map((wave) => html`<tr data-wave="${wave.index}"><td>${wave.index} <small>(${wave.size})</small></td>
+<td><span class="wave-state wave-${wave.state}">${t[`wave_${wave.state}`]}</span></td>
+<td>${wave.stats.success}</td><td>${wave.stats.failed}</td>
+<td>${task.rollout.gate?.approval && wave.index < last && approvable.has(wave.state) && !CLOSED_STATES.includes(task.state)
+    ? actionButton(view, `/console/tasks/${task.id}/waves/${wave.index}/approve`, t.approve, { kind: wave.state === 'awaiting_approval' ? 'primary' : undefined })
+    : ''}</td></tr>`)}
+</tbody></table>`;
 }
 
 function recordRow(view: View, record: UpgradeRecordJson, column: BoardColumn): SafeHtml {
