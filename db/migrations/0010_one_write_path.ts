@@ -1,13 +1,9 @@
 // One write path for upgrade records: the SQL lives in 0010_one_write_path.sql, read as SQL.
-import { readFileSync } from 'node:fs';
 import { sql, type Kysely } from 'kysely';
 import { createApplyRecordChanges0006 } from './0006_device_edge.ts';
+import { runSqlFile } from './sql-file.ts';
 
-const UP = readFileSync(new URL('./0010_one_write_path.sql', import.meta.url), 'utf8');
-
-export async function up(db: Kysely<unknown>): Promise<void> {
-  await sql.raw(UP).execute(db);
-}
+export const up = runSqlFile(new URL('./0010_one_write_path.sql', import.meta.url));
 
 export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`DROP TRIGGER IF EXISTS upgrade_records_counted_on_insert ON upgrade_records`.execute(db);

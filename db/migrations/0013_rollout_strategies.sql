@@ -39,85 +39,54 @@ CREATE TABLE task_waves (
   PRIMARY KEY (task_id, index)
 );
 
--- The counters of migration 0010, now per wave too: a waved record moves its wave's counters in
--- the same statement that moves its task's.
-CREATE OR REPLACE FUNCTION otter_count_record_states() RETURNS trigger
+-- Each wave's counters follow its records, as the task's do (migration 0010): a statement's
+-- waved records, as (task, wave, state, ±1) moves, summed into their wave rows. It fires after
+-- the task's counter (trigger names sort after it), which has locked the task rows first, so
+-- concurrent statements on one task take their locks in one order.
+CREATE TYPE otter_wave_move AS (task_id uuid, wave smallint, state text, delta int);
+
+CREATE FUNCTION otter_count_wave_states() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
+DECLARE
+  moves otter_wave_move[];
 BEGIN
   IF TG_OP = 'INSERT' THEN
-    WITH moved AS (
-      SELECT task_id, state, 1 AS n FROM new_rows),
-    deltas AS (
-      SELECT task_id, sum(n)::int AS total,
-        coalesce(sum(n) FILTER (WHERE state = 'waiting'), 0)::int AS waiting,
-        coalesce(sum(n) FILTER (WHERE state = 'processing'), 0)::int AS processing,
-        coalesce(sum(n) FILTER (WHERE state = 'success'), 0)::int AS success,
-        coalesce(sum(n) FILTER (WHERE state = 'failed'), 0)::int AS failed,
-        coalesce(sum(n) FILTER (WHERE state = 'canceled'), 0)::int AS canceled
-      FROM moved GROUP BY task_id),
-    locked AS (
-      SELECT id FROM upgrade_tasks WHERE id IN (SELECT task_id FROM deltas) ORDER BY id FOR UPDATE)
-    UPDATE upgrade_tasks t SET
-      total = t.total + d.total,
-      waiting = t.waiting + d.waiting, processing = t.processing + d.processing,
-      success = t.success + d.success, failed = t.failed + d.failed, canceled = t.canceled + d.canceled,
-      updated_at = now()
-    FROM deltas d
-    WHERE t.id = d.task_id AND t.id IN (SELECT id FROM locked);
-
-    WITH deltas AS (
-      SELECT task_id, wave, count(*)::int AS total,
-        count(*) FILTER (WHERE state = 'waiting')::int AS waiting,
-        count(*) FILTER (WHERE state = 'processing')::int AS processing,
-        count(*) FILTER (WHERE state = 'success')::int AS success,
-        count(*) FILTER (WHERE state = 'failed')::int AS failed,
-        count(*) FILTER (WHERE state = 'canceled')::int AS canceled
-      FROM new_rows WHERE wave > 0 GROUP BY task_id, wave)
-    UPDATE task_waves w SET
-      total = w.total + d.total,
-      waiting = w.waiting + d.waiting, processing = w.processing + d.processing,
-      success = w.success + d.success, failed = w.failed + d.failed, canceled = w.canceled + d.canceled
-    FROM deltas d
-    WHERE w.task_id = d.task_id AND w.index = d.wave;
+    moves := ARRAY(SELECT ROW(task_id, wave, state, 1)::otter_wave_move FROM new_rows WHERE wave > 0);
   ELSE
-    WITH moved AS (
-      SELECT n.task_id, n.wave, o.state AS from_state, n.state AS to_state
+    moves := ARRAY(
+      SELECT ROW(n.task_id, n.wave, s.state, s.delta)::otter_wave_move
       FROM new_rows n JOIN old_rows o ON o.id = n.id
-      WHERE o.state <> n.state),
-    deltas AS (
-      SELECT task_id,
-        (count(*) FILTER (WHERE to_state = 'waiting') - count(*) FILTER (WHERE from_state = 'waiting'))::int AS waiting,
-        (count(*) FILTER (WHERE to_state = 'processing') - count(*) FILTER (WHERE from_state = 'processing'))::int AS processing,
-        (count(*) FILTER (WHERE to_state = 'success') - count(*) FILTER (WHERE from_state = 'success'))::int AS success,
-        (count(*) FILTER (WHERE to_state = 'failed') - count(*) FILTER (WHERE from_state = 'failed'))::int AS failed,
-        (count(*) FILTER (WHERE to_state = 'canceled') - count(*) FILTER (WHERE from_state = 'canceled'))::int AS canceled
-      FROM moved GROUP BY task_id),
-    locked AS (
-      SELECT id FROM upgrade_tasks WHERE id IN (SELECT task_id FROM deltas) ORDER BY id FOR UPDATE),
-    tasks_moved AS (
-      UPDATE upgrade_tasks t SET
-        waiting = t.waiting + d.waiting, processing = t.processing + d.processing,
-        success = t.success + d.success, failed = t.failed + d.failed, canceled = t.canceled + d.canceled,
-        updated_at = now()
-      FROM deltas d
-      WHERE t.id = d.task_id AND t.id IN (SELECT id FROM locked)),
-    wave_deltas AS (
-      SELECT task_id, wave,
-        (count(*) FILTER (WHERE to_state = 'waiting') - count(*) FILTER (WHERE from_state = 'waiting'))::int AS waiting,
-        (count(*) FILTER (WHERE to_state = 'processing') - count(*) FILTER (WHERE from_state = 'processing'))::int AS processing,
-        (count(*) FILTER (WHERE to_state = 'success') - count(*) FILTER (WHERE from_state = 'success'))::int AS success,
-        (count(*) FILTER (WHERE to_state = 'failed') - count(*) FILTER (WHERE from_state = 'failed'))::int AS failed,
-        (count(*) FILTER (WHERE to_state = 'canceled') - count(*) FILTER (WHERE from_state = 'canceled'))::int AS canceled
-      FROM moved WHERE wave > 0 GROUP BY task_id, wave)
-    UPDATE task_waves w SET
-      waiting = w.waiting + d.waiting, processing = w.processing + d.processing,
-      success = w.success + d.success, failed = w.failed + d.failed, canceled = w.canceled + d.canceled
-    FROM wave_deltas d
-    WHERE w.task_id = d.task_id AND w.index = d.wave AND w.task_id IN (SELECT id FROM locked);
+      CROSS JOIN LATERAL (VALUES (o.state, -1), (n.state, 1)) AS s(state, delta)
+      WHERE n.wave > 0 AND o.state <> n.state);
   END IF;
+  IF cardinality(moves) = 0 THEN
+    RETURN NULL;
+  END IF;
+  UPDATE task_waves w SET
+    total = w.total + d.born,
+    waiting = w.waiting + d.waiting, processing = w.processing + d.processing,
+    success = w.success + d.success, failed = w.failed + d.failed, canceled = w.canceled + d.canceled
+  FROM (
+    SELECT m.task_id, m.wave,
+      CASE WHEN TG_OP = 'INSERT' THEN count(*) ELSE 0 END::int AS born,
+      coalesce(sum(m.delta) FILTER (WHERE m.state = 'waiting'), 0)::int AS waiting,
+      coalesce(sum(m.delta) FILTER (WHERE m.state = 'processing'), 0)::int AS processing,
+      coalesce(sum(m.delta) FILTER (WHERE m.state = 'success'), 0)::int AS success,
+      coalesce(sum(m.delta) FILTER (WHERE m.state = 'failed'), 0)::int AS failed,
+      coalesce(sum(m.delta) FILTER (WHERE m.state = 'canceled'), 0)::int AS canceled
+    FROM unnest(moves) AS m GROUP BY m.task_id, m.wave) d
+  WHERE w.task_id = d.task_id AND w.index = d.wave;
   RETURN NULL;
 END
 $fn$;
+
+CREATE TRIGGER upgrade_records_waves_counted_on_insert
+  AFTER INSERT ON upgrade_records REFERENCING NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION otter_count_wave_states();
+
+CREATE TRIGGER upgrade_records_waves_counted_on_update
+  AFTER UPDATE ON upgrade_records REFERENCING OLD TABLE AS old_rows NEW TABLE AS new_rows
+  FOR EACH STATEMENT EXECUTE FUNCTION otter_count_wave_states();
 
 -- wave.gate webhooks (docs/rest-api.md#webhooks): a wave's gate waits for approval, passes or
 -- fails. Row-level with a WHEN clause, so the counters' updates of task_waves never call it.
