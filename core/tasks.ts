@@ -4,6 +4,16 @@
 export type TaskState = 'created' | 'running' | 'paused' | 'completed' | 'canceled' | 'aborted';
 export type TaskMode = 'push' | 'pull';
 
+/** How many of a task's (or a wave's) records are in each state, and in all. */
+export interface RecordCounts {
+  total: number;
+  waiting: number;
+  processing: number;
+  success: number;
+  failed: number;
+  canceled: number;
+}
+
 /** How fast a task may send (docs/states-and-rules.md#rollout-limits), and its strategy (docs/strategies.md). */
 export interface RolloutLimits {
   maxPerMinute?: number;

@@ -1,6 +1,6 @@
 // Waves, gates and ramps (docs/strategies.md): the rules alone, no I/O. The rollout scheduler
 // (workers/rollout-scheduler.ts) reads each wave's counters and applies what these functions say.
-import type { Ramp, RolloutLimits, WaveGate, WaveSize } from './tasks.ts';
+import type { Ramp, RecordCounts, RolloutLimits, WaveGate, WaveSize } from './tasks.ts';
 
 export type WaveState = 'pending' | 'running' | 'soaking' | 'awaiting_approval' | 'passed' | 'failed';
 
@@ -14,14 +14,7 @@ export function gateSettings(gate: WaveGate | undefined): GateSettings {
   return { ...DEFAULT_GATE, ...set };
 }
 
-export interface WaveCounters {
-  total: number;
-  waiting: number;
-  processing: number;
-  success: number;
-  failed: number;
-  canceled: number;
-}
+export type WaveCounters = RecordCounts;
 
 export interface WaveStatus extends WaveCounters {
   index: number;

@@ -87,3 +87,18 @@ export async function spawnOtter(env: Record<string, string>): Promise<OtterProc
     },
   };
 }
+
+/**
+ * `count` ROLE=worker processes sharing `config`'s database, Redis, broker and queue prefix, all
+ * ready; if one fails to start, the others are stopped and the error thrown.
+ */
+export async function spawnWorkers(config: Config, count: number, extra: Record<string, string> = {}): Promise<OtterProcess[]> {
+  const started = await Promise.allSettled(Array.from({ length: count }, () => spawnOtter(envFor(config, { ROLE: 'worker', ...extra }))));
+  const workers = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  const failed = started.find((result) => result.status === 'rejected');
+  if (failed) {
+    await Promise.all(workers.map((worker) => worker.stop()));
+    throw failed.reason;
+  }
+  return workers;
+}

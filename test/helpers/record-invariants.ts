@@ -6,6 +6,7 @@
 // state may break them.
 import { sql } from 'kysely';
 import type { Db } from '../../db/connection.ts';
+import type { RecordCounts } from '../../core/tasks.ts';
 
 export type InvariantName = 'counters' | 'timeline' | 'task_state' | 'one_active_record';
 
@@ -17,16 +18,10 @@ export interface InvariantViolation {
   detail: string;
 }
 
-interface TaskRow {
+interface TaskRow extends RecordCounts {
   id: string;
   mode: 'push' | 'pull';
   state: string;
-  total: number;
-  waiting: number;
-  processing: number;
-  success: number;
-  failed: number;
-  canceled: number;
 }
 
 interface RecordRow {

@@ -1,15 +1,9 @@
 // Shared steps of rollout tests: register a fleet, create firmware and a task, wait for the end.
 import type { FastifyInstance } from 'fastify';
 import { expect } from 'vitest';
+import type { RecordCounts } from '../../core/tasks.ts';
 
-export interface TaskStats {
-  total: number;
-  waiting: number;
-  processing: number;
-  success: number;
-  failed: number;
-  canceled: number;
-}
+export type TaskStats = RecordCounts;
 
 export async function registerDevices(app: FastifyInstance, auth: Record<string, string>, productId: string, ids: string[], version = '1.0.0'): Promise<void> {
   for (let i = 0; i < ids.length; i += 10_000) {

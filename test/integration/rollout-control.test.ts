@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import mqtt, { type MqttClient } from 'mqtt';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
-import { envFor, spawnOtter, type OtterProcess } from '../helpers/processes.ts';
+import { spawnWorkers, type OtterProcess } from '../helpers/processes.ts';
 import { upgradeJobId } from '../../core/jobs.ts';
 import { Fleet, fleetDeviceIds, type FleetOptions } from '../../tools/fleet.ts';
 import { allFinal, createFirmware, createTask, registerDevices, taskStats, waitForTask } from '../helpers/rollout.ts';
@@ -50,10 +50,7 @@ describe('rollout control with two worker processes', () => {
   beforeAll(async () => {
     broker = await startBroker();
     t = await buildTestApp({ ROLE: 'api', MQTT_URL: broker.url });
-    const started = await Promise.allSettled([1, 2].map(() => spawnOtter(envFor(t.config, { ROLE: 'worker' }))));
-    for (const result of started) if (result.status === 'fulfilled') workers.push(result.value);
-    const failed = started.find((result) => result.status === 'rejected');
-    if (failed) throw failed.reason;
+    workers.push(...(await spawnWorkers(t.config, 2)));
     spy = await mqtt.connectAsync(broker.url, { protocolVersion: 5, clientId: `spy-${Date.now()}`, clean: true, reconnectPeriod: 0 });
     spy.on('message', (topic) => {
       const [, productId = '', deviceId = ''] = topic.split('/');

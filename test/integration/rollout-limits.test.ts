@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
-import { envFor, spawnOtter, type OtterProcess } from '../helpers/processes.ts';
+import { spawnWorkers, type OtterProcess } from '../helpers/processes.ts';
 import { TEST_API_KEY } from '../helpers/env.ts';
 import { Fleet, fleetDeviceIds, type FleetOptions } from '../../tools/fleet.ts';
 import { createFirmware, createTask, registerDevices, taskStats, waitForTask } from '../helpers/rollout.ts';
@@ -73,10 +73,7 @@ describe('rollout limits with two worker processes', () => {
   beforeAll(async () => {
     broker = await startBroker();
     t = await buildTestApp({ ROLE: 'api', MQTT_URL: broker.url });
-    const started = await Promise.allSettled([1, 2].map(() => spawnOtter(envFor(t.config, { ROLE: 'worker' }))));
-    for (const result of started) if (result.status === 'fulfilled') workers.push(result.value);
-    const failed = started.find((result) => result.status === 'rejected');
-    if (failed) throw failed.reason;
+    workers.push(...(await spawnWorkers(t.config, 2)));
   }, 90_000);
 
   afterAll(async () => {

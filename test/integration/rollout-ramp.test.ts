@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
-import { envFor, spawnOtter, type OtterProcess } from '../helpers/processes.ts';
+import { spawnWorkers, type OtterProcess } from '../helpers/processes.ts';
 import { Fleet, fleetDeviceIds } from '../../tools/fleet.ts';
 import { createFirmware, createTask, registerDevices, taskStats } from '../helpers/rollout.ts';
 import { rampRate } from '../../core/waves.ts';
@@ -38,10 +38,7 @@ describe('a ramp across three worker processes', () => {
   beforeAll(async () => {
     broker = await startBroker();
     t = await buildTestApp({ ROLE: 'api', MQTT_URL: broker.url });
-    const started = await Promise.allSettled([1, 2, 3].map(() => spawnOtter(envFor(t.config, { ROLE: 'worker' }))));
-    for (const result of started) if (result.status === 'fulfilled') workers.push(result.value);
-    const failed = started.find((result) => result.status === 'rejected');
-    if (failed) throw failed.reason;
+    workers.push(...(await spawnWorkers(t.config, 3)));
   }, 90_000);
 
   afterAll(async () => {

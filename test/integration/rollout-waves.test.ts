@@ -7,7 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
 import { startBroker, type TestBroker } from '../helpers/broker.ts';
-import { envFor, spawnOtter, type OtterProcess } from '../helpers/processes.ts';
+import { spawnWorkers, type OtterProcess } from '../helpers/processes.ts';
 import { Fleet, deviceFate, fleetDeviceIds, type FleetOptions } from '../../tools/fleet.ts';
 import { createFirmware, createTask, registerDevices, waitForTask } from '../helpers/rollout.ts';
 
@@ -45,10 +45,7 @@ describe('canary waves with gates, two worker processes', () => {
   const fleets: Fleet[] = [];
 
   async function startWorkers(): Promise<void> {
-    const started = await Promise.allSettled([1, 2].map(() => spawnOtter(envFor(t.config, { ROLE: 'worker' }))));
-    workers = started.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
-    const failed = started.find((result) => result.status === 'rejected');
-    if (failed) throw failed.reason;
+    workers = await spawnWorkers(t.config, 2);
   }
 
   beforeAll(async () => {
