@@ -335,6 +335,11 @@ async function main(): Promise<Record<string, number | string>> {
   const cpuProbe = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
   await cpuProbe.connect();
   const cpuBefore = await serviceCpu(cpuProbe);
+  const databaseBytes = async () => Number((await cpuProbe.query<{ bytes: string }>('SELECT pg_database_size($1) AS bytes', [dbName])).rows[0]!.bytes);
+  const databaseBefore = await databaseBytes();
+  // WAL written meanwhile, by the whole server (the bench's database is the only busy one)
+  const walPosition = async () => (await cpuProbe.query<{ lsn: string }>('SELECT pg_current_wal_lsn()::text AS lsn')).rows[0]!.lsn;
+  const walBefore = await walPosition();
   const started = performance.now();
   const released = await client.release(task.id, { allDevices: true, push: true });
   const releaseSeconds = (performance.now() - started) / 1000;
@@ -390,6 +395,10 @@ async function main(): Promise<Record<string, number | string>> {
     };
     say(`bench: webhook: ${JSON.stringify(webhook)}`);
   }
+  // what the rollout left in PostgreSQL: records, their timelines and indexes (before any vacuum)
+  const postgresBytesPerDevice = Math.round(((await databaseBytes()) - databaseBefore) / N);
+  const walBytes = Number((await cpuProbe.query<{ bytes: string }>('SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), $1) AS bytes', [walBefore])).rows[0]!.bytes);
+  const walBytesPerDevice = Math.round(walBytes / N);
   // the rollout's cost in CPU, webhook deliveries included (they are done by now)
   const cpuAfter = await serviceCpu(cpuProbe);
   await cpuProbe.end();
@@ -456,6 +465,8 @@ async function main(): Promise<Record<string, number | string>> {
     ratioToRawBullmq: Number((devicesPerSecond / rawBullmqJobsPerSecond).toFixed(3)),
     peakRssMb: peakRss,
     redisBytesPerDevice: Math.round((redisPeak - redisBaseline) / N),
+    postgresBytesPerDevice,
+    walBytesPerDevice,
     getTaskP99Ms: Number(percentile(getTaskMs, 99).toFixed(1)),
     apiEventLoopLagP99Ms: Number((gauge('nodejs_eventloop_lag_p99_seconds') * 1000).toFixed(1)),
     apiEventLoopLagMaxMs: Number((gauge('nodejs_eventloop_lag_max_seconds') * 1000).toFixed(1)),

@@ -21,6 +21,8 @@ export interface TestApp {
   storageDir: string;
   /** Headers that carry the test API key. */
   auth: { authorization: string };
+  /** Stops this Otter and starts it again on the same database, Redis prefix and storage; `app`, `otter` and `redis` change. */
+  restart(): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -42,13 +44,14 @@ export async function buildTestApp(env: Env = {}, options: StartOptions = {}): P
     AUTH_FAILURE_LIMIT: '0',
     ...env,
   });
-  const otter = await startOtter(config, {
+  const start = () => startOtter(config, {
     logger: createLogger(config.logLevel),
     listen: false,
     defaultMetrics: false,
     ...options,
   });
-  return {
+  const otter = await start();
+  const testApp: TestApp = {
     app: otter.app!,
     otter,
     config,
@@ -56,11 +59,18 @@ export async function buildTestApp(env: Env = {}, options: StartOptions = {}): P
     redis: otter.redis,
     storageDir,
     auth: { authorization: `Bearer ${TEST_API_KEY}` },
+    async restart() {
+      await testApp.otter.stop();
+      const next = await start();
+      Object.assign(testApp, { otter: next, app: next.app!, redis: next.redis });
+    },
     async close() {
+      const { otter } = testApp;
       await otter.stop();
       await deleteQueueKeys(otter.config.redisUrl, otter.config.queuePrefix);
       await database.drop();
       await rm(storageDir, { recursive: true, force: true });
     },
   };
+  return testApp;
 }

@@ -1,5 +1,5 @@
 // Invariants every committed state of the database must satisfy, whatever ran before: a task's
-// counters equal its records counted by state, and each record's state is where its own timeline
+// counters (and each of its waves') equal its records counted by state, and each record's state is where its own timeline
 // leads (docs/states-and-rules.md#upgrade-records). Everything is read in one REPEATABLE READ
 // snapshot, so the check holds at any moment, with workers running: counters, records and events
 // are written in one transaction (docs/states-and-rules.md#what-moves-a-record), so no committed
@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import type { Db } from '../../db/connection.ts';
 import type { RecordCounts } from '../../core/tasks.ts';
 
-export type InvariantName = 'counters' | 'timeline' | 'task_state' | 'one_active_record';
+export type InvariantName = 'counters' | 'wave_counters' | 'timeline' | 'task_state' | 'one_active_record';
 
 export interface InvariantViolation {
   invariant: InvariantName;
@@ -28,10 +28,16 @@ interface RecordRow {
   id: number;
   task_id: string;
   device_id: string;
+  wave: number;
   state: string;
   attempts: number;
   progress: number;
   retry_pending: boolean;
+}
+
+interface WaveRow extends RecordCounts {
+  task_id: string;
+  index: number;
 }
 
 export interface EventRow {
@@ -49,7 +55,7 @@ const COUNTED_STATES = ['waiting', 'processing', 'success', 'failed', 'canceled'
  * the database is consistent.
  */
 export async function checkRecordInvariants(db: Db, options: { taskIds?: readonly string[] } = {}): Promise<InvariantViolation[]> {
-  const { tasks, records, events } = await db
+  const { tasks, records, events, waves } = await db
     .transaction()
     .setIsolationLevel('repeatable read')
     .execute(async (trx) => {
@@ -60,13 +66,16 @@ export async function checkRecordInvariants(db: Db, options: { taskIds?: readonl
         SELECT id, mode, state, total, waiting, processing, success, failed, canceled
         FROM upgrade_tasks ${taskFilter}`.execute(trx);
       const recordRows = await sql<RecordRow>`
-        SELECT id, task_id, device_id, state, attempts, progress, retry_at IS NOT NULL AS retry_pending
+        SELECT id, task_id, device_id, wave, state, attempts, progress, retry_at IS NOT NULL AS retry_pending
         FROM upgrade_records ${recordFilter} ORDER BY id`.execute(trx);
       const eventRows = await sql<EventRow>`
         SELECT e.id, e.record_id, e.type, e.attempt, e.progress
         FROM record_events e JOIN upgrade_records r ON r.id = e.record_id ${eventFilter}
         ORDER BY e.record_id, e.id`.execute(trx);
-      return { tasks: taskRows.rows, records: recordRows.rows, events: eventRows.rows };
+      const waveRows = await sql<WaveRow>`
+        SELECT task_id, index, total, waiting, processing, success, failed, canceled
+        FROM task_waves ${recordFilter}`.execute(trx);
+      return { tasks: taskRows.rows, records: recordRows.rows, events: eventRows.rows, waves: waveRows.rows };
     });
 
   const violations: InvariantViolation[] = [];
@@ -91,6 +100,26 @@ export async function checkRecordInvariants(db: Db, options: { taskIds?: readonl
     // (c) a completed task has every record final (docs/states-and-rules.md#completion)
     if (task.state === 'completed' && ((counts.waiting ?? 0) > 0 || (counts.processing ?? 0) > 0)) {
       violations.push({ invariant: 'task_state', taskId: task.id, detail: `completed with ${counts.waiting ?? 0} waiting and ${counts.processing ?? 0} processing records` });
+    }
+  }
+
+  // (e) each wave's counters against its records (docs/strategies.md#waves)
+  const countedByWave = new Map<string, Record<string, number>>();
+  for (const record of records) {
+    if (record.wave === 0) continue;
+    const key = `${record.task_id}/${record.wave}`;
+    const counts = countedByWave.get(key) ?? { total: 0 };
+    counts.total = (counts.total ?? 0) + 1;
+    counts[record.state] = (counts[record.state] ?? 0) + 1;
+    countedByWave.set(key, counts);
+  }
+  for (const wave of waves) {
+    const counts = countedByWave.get(`${wave.task_id}/${wave.index}`) ?? { total: 0 };
+    for (const column of ['total', ...COUNTED_STATES] as const) {
+      const expected = counts[column] ?? 0;
+      if (Number(wave[column]) !== expected) {
+        violations.push({ invariant: 'wave_counters', taskId: wave.task_id, detail: `wave ${wave.index}: ${column} is ${wave[column]}, but it has ${expected} such records` });
+      }
     }
   }
 

@@ -40,7 +40,7 @@ interface TaskSpec {
   timeoutSeconds: number;
   responseTimeoutSeconds: number | null;
   retry: { maxAttempts: number; backoffSeconds: number; on: FailureReason[] };
-  rollout: { maxInFlight?: number; maxPerMinute?: number };
+  rollout: { maxInFlight?: number; maxPerMinute?: number; waves?: Array<{ percent: number }>; gate?: { minSuccessRate: number } };
   abort: { failureRate: number; minFinished: number } | null;
 }
 
@@ -98,6 +98,11 @@ const rolloutLimits = fc.oneof(
   { weight: 1, arbitrary: fc.record({ maxInFlight: fc.integer({ min: 1, max: 3 }) }) },
   { weight: 1, arbitrary: fc.record({ maxPerMinute: fc.integer({ min: 2, max: 6 }) }) },
 );
+// a task may also be created with canary waves (their gate lets any success rate through)
+const taskRollout = fc.oneof(
+  { weight: 4, arbitrary: rolloutLimits },
+  { weight: 1, arbitrary: fc.constant<TaskSpec['rollout']>({ waves: [{ percent: 50 }, { percent: 100 }], gate: { minSuccessRate: 0 } }) },
+);
 const abortPolicy = fc.oneof(
   { weight: 4, arbitrary: fc.constant(null) },
   { weight: 1, arbitrary: fc.record({ failureRate: fc.constantFrom(0.3, 0.5, 1), minFinished: fc.integer({ min: 2, max: 6 }) }) },
@@ -110,7 +115,7 @@ const taskSpec: fc.Arbitrary<TaskSpec> = fc.record({
   timeoutSeconds,
   responseTimeoutSeconds: fc.constantFrom(null, null, 1),
   retry: retryPolicy,
-  rollout: rolloutLimits,
+  rollout: taskRollout,
   abort: abortPolicy,
 });
 

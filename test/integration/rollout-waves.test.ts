@@ -2,7 +2,7 @@
 // processes sharing one database, Redis prefix and broker: each wave is sent to only once the one
 // before is final, soaked and (with approval) approved; a wave whose success rate cannot reach the
 // gate pauses the task (gate_failed) before anything reaches the next wave; resume goes on; wave
-// membership is in Postgres, the same before and after every worker process is restarted.
+// membership is in Postgres, the same before and after every process (API and workers) restarts.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql } from 'kysely';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
@@ -121,8 +121,9 @@ describe('canary waves with gates, two worker processes', () => {
     const waiting = await waitForWave(taskId, 1, 'awaiting_approval');
     expect(waiting.waves[0]!.stats).toMatchObject({ total: 20, success: 20 });
     expect(waiting.waves[1]).toMatchObject({ state: 'pending', stats: { waiting: 180 } });
-    // nothing moves without the approval, across a restart of every worker process
+    // nothing moves without the approval, across a restart of every process: the workers and the API
     await Promise.all(workers.map((worker) => worker.stop()));
+    await t.restart();
     await startWorkers();
     await sleep(1_500);
     const still = await getTask(taskId);
