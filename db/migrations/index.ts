@@ -13,6 +13,7 @@ import * as oneWritePath from './0010_one_write_path.ts';
 import * as webhooks from './0011_webhooks.ts';
 import * as deviceTags from './0012_device_tags.ts';
 import * as rolloutStrategies from './0013_rollout_strategies.ts';
+import * as queuedRecords from './0014_queued_records.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
@@ -28,4 +29,5 @@ export const migrations: Record<string, Migration> = {
   '0011_webhooks': webhooks,
   '0012_device_tags': deviceTags,
   '0013_rollout_strategies': rolloutStrategies,
+  '0014_queued_records': queuedRecords,
 };
