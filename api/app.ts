@@ -1,5 +1,6 @@
 // The Fastify application: external plugins, then Otter's own plugins, then the routes.
 // Everything it talks to arrives in `ApiContext`, so tests build it against their own services.
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import Fastify, {
   LogController,
   type FastifyBaseLogger,
@@ -42,7 +43,6 @@ import { findTask } from '../db/queries/tasks.ts';
 const READ_METHODS = new Set(['GET', 'HEAD', 'OPTIONS']);
 import { mountBullBoard } from '../dashboards/bull-board.ts';
 import consolePlugin, { CONSOLE_PATH } from './console/plugin.ts';
-import type { Queue } from 'bullmq';
 import type { DispatchSignal } from '../services/dispatch-signal.ts';
 import type { DeviceMessageService } from '../services/device-messages.ts';
 import type { ReadReplyWaiters } from '../services/read-replies.ts';
@@ -56,7 +56,7 @@ export interface ApiContext {
   readiness: Readiness;
   storage: FirmwareStorage;
   /** The upgrade queue: the API removes jobs of canceled records and shows it in bull-board. */
-  queue: Queue;
+  queue: UpgradeQueues;
   dispatchSignal: DispatchSignal;
   /** Device messages posted by platforms that terminate device protocols themselves. */
   messages: DeviceMessageService;
@@ -163,7 +163,7 @@ export async function buildApp(context: ApiContext, surface: AppSurface = 'full'
 
   await app.register(idempotency);
   await app.register(audit, { db: context.db, logger: context.logger, retentionDays: context.config.auditRetentionDays });
-  await mountBullBoard(app, [context.queue]);
+  await mountBullBoard(app, context.queue.shards);
   await app.register(consolePlugin, { prefix: CONSOLE_PATH });
   await app.register(firmwareFileRoutes);
   await app.register(async (api) => {

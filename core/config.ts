@@ -6,12 +6,21 @@ import { parseApiKeys, type ApiKeyEntry } from './api-keys.ts';
 
 export type Role = 'all' | 'api' | 'worker';
 
+export interface RedisNode {
+  host: string;
+  port: number;
+}
+
 export interface Config {
   role: Role;
   port: number;
   host: string;
   databaseUrl: string;
   redisUrl: string;
+  /** REDIS_CLUSTER_NODES: BullMQ and Otter's keys on a Redis Cluster (REDIS_URL then gives only credentials and TLS). */
+  redisClusterNodes?: RedisNode[];
+  /** QUEUE_SHARDS: how many BullMQ queues the device jobs are spread over (docs/scaling.md#redis-cluster). */
+  queueShards: number;
   mqttUrl: string;
   mqttUsername?: string;
   mqttPassword?: string;
@@ -174,6 +183,20 @@ function deviceCaFiles(env: Env): Pick<Config, 'deviceCaCertFile' | 'deviceCaKey
  * keys: every process given the same API_KEYS accepts the same sessions (docs/operations.md#the-console),
  * and changing the keys ends every session.
  */
+/** REDIS_CLUSTER_NODES: `host:port,host:port,…` (IPv6 hosts in brackets), or undefined when unset. */
+function redisClusterNodes(env: Env): RedisNode[] | undefined {
+  const raw = env.REDIS_CLUSTER_NODES?.trim();
+  if (!raw) return undefined;
+  return raw.split(',').map((entry) => {
+    const match = /^\[?([^\]\s]+?)\]?:(\d{1,5})$/.exec(entry.trim());
+    const port = Number(match?.[2]);
+    if (!match || port < 1 || port > 65535) {
+      throw new ConfigError(`REDIS_CLUSTER_NODES must be host:port pairs separated by commas, got "${entry.trim()}"`);
+    }
+    return { host: match[1]!, port };
+  });
+}
+
 function derivedSessionSecret(entries: readonly ApiKeyEntry[]): string {
   const hmac = createHmac('sha256', 'otter-console-session');
   for (const entry of entries) hmac.update(`${entry.key.length}:${entry.key}:${entry.role};`);
@@ -210,6 +233,14 @@ export function loadConfig(env: Env = process.env): Config {
   const queuePrefix = env.QUEUE_PREFIX || 'otter';
   if (/\s/.test(queuePrefix)) throw new ConfigError('QUEUE_PREFIX must not contain white space');
 
+  const clusterNodes = redisClusterNodes(env);
+  const queueShards = integer(env, 'QUEUE_SHARDS', 1, 1, 64);
+  // each shard's queue name carries its hash tag; a tag in the prefix would come first and put
+  // every shard in one slot
+  if ((clusterNodes || queueShards > 1) && /[{}]/.test(queuePrefix)) {
+    throw new ConfigError('QUEUE_PREFIX must not contain { or } with REDIS_CLUSTER_NODES or QUEUE_SHARDS: Otter gives each queue its own hash tag');
+  }
+
   const mqttShareGroup = env.MQTT_SHARE_GROUP || queuePrefix;
   if (/[/+#\s]/.test(mqttShareGroup)) {
     throw new ConfigError(`MQTT_SHARE_GROUP (default: QUEUE_PREFIX) must not contain /, +, # or white space, got "${mqttShareGroup}"`);
@@ -222,6 +253,8 @@ export function loadConfig(env: Env = process.env): Config {
     host: env.HOST || '0.0.0.0',
     databaseUrl: url(env, 'DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/otter', ['postgres:', 'postgresql:']),
     redisUrl: url(env, 'REDIS_URL', 'redis://127.0.0.1:6379', ['redis:', 'rediss:']),
+    redisClusterNodes: clusterNodes,
+    queueShards,
     mqttUrl: withoutUrlCredentials(url(env, 'MQTT_URL', 'mqtt://127.0.0.1:1883', ['mqtt:', 'mqtts:', 'tcp:', 'ssl:', 'ws:', 'wss:']), Boolean(env.MQTT_USERNAME)),
     mqttUsername: env.MQTT_USERNAME || undefined,
     mqttPassword: env.MQTT_PASSWORD || undefined,

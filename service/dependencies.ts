@@ -2,6 +2,7 @@
 // service, its URL without password and how to start it, so main can print one clear line.
 import pg from 'pg';
 import { Redis } from 'ioredis';
+import type { RedisTarget } from '../services/redis-client.ts';
 import { DependencyError } from '../core/errors.ts';
 import { redactUrl } from '../core/config.ts';
 
@@ -33,7 +34,30 @@ export async function checkPostgres(databaseUrl: string): Promise<void> {
   }
 }
 
-export async function checkRedis(redisUrl: string): Promise<void> {
+/**
+ * Pings Redis; on a cluster, the first node that answers must also report the cluster healthy
+ * (every slot served), since BullMQ's scripts fail on a slot without a master.
+ */
+export async function checkRedis(target: RedisTarget | string): Promise<void> {
+  const { redisUrl, redisClusterNodes } = typeof target === 'string' ? { redisUrl: target, redisClusterNodes: undefined } : target;
+  if (!redisClusterNodes) return pingRedis(redisUrl);
+  let lastError: unknown;
+  for (const node of redisClusterNodes) {
+    const nodeUrl = new URL(redisUrl);
+    nodeUrl.hostname = node.host.includes(':') ? `[${node.host}]` : node.host;
+    nodeUrl.port = String(node.port);
+    try {
+      const info = await pingRedis(nodeUrl.toString(), (client) => client.cluster('INFO') as Promise<string>);
+      if (/cluster_state:ok/.test(info ?? '')) return;
+      lastError = new Error(`cluster_state is not ok at ${node.host}:${node.port}`);
+    } catch (error) {
+      lastError = error;
+    }
+  }
+  throw lastError instanceof DependencyError ? lastError : new DependencyError('Redis Cluster', `${(lastError as Error).message}`, START_HINTS.redis, lastError);
+}
+
+async function pingRedis<T = void>(redisUrl: string, then?: (client: Redis) => Promise<T>): Promise<T | undefined> {
   const client = new Redis(redisUrl, {
     lazyConnect: true,
     connectTimeout: 5_000,
@@ -49,6 +73,7 @@ export async function checkRedis(redisUrl: string): Promise<void> {
   try {
     await client.connect();
     await client.ping();
+    return await then?.(client);
   } catch (error) {
     const cause = socketError ?? error;
     throw new DependencyError('Redis', `${redactUrl(redisUrl)} (${reason(cause)})`, START_HINTS.redis, cause);

@@ -1,10 +1,7 @@
 // Wires one Otter process together: services checked, database migrated, then the API and/or the
 // workers of its ROLE. `stop()` undoes it all in reverse order. Tests start the same thing.
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
-import type { Queue } from 'bullmq';
 import type { Config } from '../core/config.ts';
-import type { UpgradeJobData } from '../core/jobs.ts';
 import { createDb, ensureDatabase, type Db } from '../db/connection.ts';
 import { migrateToLatest } from '../db/migrate.ts';
 import { buildApp } from '../api/app.ts';
@@ -19,7 +16,8 @@ import { JobWaker } from '../workers/job-waker.ts';
 import { PullRequests } from '../workers/pull-requests.ts';
 import { ReadReplyPublisher, ReadReplyWaiters } from '../services/read-replies.ts';
 import { TaskSupervisor } from '../workers/task-supervisor.ts';
-import { createRedis, createUpgradeQueue } from '../workers/upgrade-queue.ts';
+import { createRedis, type RedisClient } from '../services/redis-client.ts';
+import { UpgradeQueues } from '../services/upgrade-queues.ts';
 import { startWorkerRuntime, type WorkerRuntime } from '../workers/worker-runtime.ts';
 import type { DispatcherOptions } from '../workers/dispatcher.ts';
 import type { StrategyOptions } from '../workers/worker-runtime.ts';
@@ -32,8 +30,8 @@ export interface Otter {
   config: Config;
   logger: Logger;
   db: Db;
-  redis: Redis;
-  queue: Queue<UpgradeJobData>;
+  redis: RedisClient;
+  queue: UpgradeQueues;
   metrics: Metrics;
   connector: Connector;
   app?: FastifyInstance;
@@ -55,16 +53,16 @@ export interface StartOptions {
 export async function startOtter(config: Config, options: StartOptions = {}): Promise<Otter> {
   const logger = options.logger ?? createLogger(config.logLevel, { role: config.role });
   await checkPostgres(config.databaseUrl);
-  await checkRedis(config.redisUrl);
+  await checkRedis(config);
 
   await ensureDatabase(config.databaseUrl);
   const { db, pool } = createDb(config.databaseUrl, config.databasePoolSize);
   const migrations = await migrateToLatest(db);
   if (migrations.length > 0) logger.info({ applied: migrations.map((m) => m.migrationName) }, 'database migrated');
 
-  const redis = createRedis(config.redisUrl);
-  redis.on('error', (err) => logger.warn({ err: err.message }, 'redis connection error'));
-  const queue = createUpgradeQueue(redis, config.queuePrefix);
+  const redis = createRedis(config);
+  redis.on('error', (err: Error) => logger.warn({ err: err.message }, 'redis connection error'));
+  const queue = new UpgradeQueues(redis, config.queuePrefix, config.queueShards, Boolean(config.redisClusterNodes));
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics });
   registerStateGauges(metrics, db, queue);
   const runsWorkers = config.role !== 'api';
@@ -113,7 +111,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
   if (config.apiKeyGenerated && config.role !== 'worker') {
     logger.warn({ apiKey: config.apiKeys[0] }, 'API_KEYS is not set: generated this API key for this process');
   }
-  const readWaiters = new ReadReplyWaiters(createRedis(config.redisUrl), config.queuePrefix);
+  const readWaiters = new ReadReplyWaiters(createRedis(config), config.queuePrefix);
   await readWaiters.start();
   const app: FastifyInstance = await buildApp({
     config,

@@ -1,7 +1,7 @@
 // Tells the dispatchers of every worker process that a task has new work (pushed, resumed,
 // retried, limits changed), over Redis pub/sub; without it they would still find it on their next
 // poll, a quarter of a second later.
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-client.ts';
 
 export interface DispatchSignal {
   poke(taskId: string): void;
@@ -12,10 +12,10 @@ export function dispatchChannel(prefix: string): string {
 }
 
 export class RedisDispatchSignal implements DispatchSignal {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly channel: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.redis = redis;
     this.channel = dispatchChannel(prefix);
   }
@@ -26,7 +26,7 @@ export class RedisDispatchSignal implements DispatchSignal {
 }
 
 /** Calls `onPoke` whenever any process signals; returns a function that unsubscribes. */
-export async function listenForDispatch(subscriber: Redis, prefix: string, onPoke: () => void): Promise<() => Promise<void>> {
+export async function listenForDispatch(subscriber: RedisClient, prefix: string, onPoke: () => void): Promise<() => Promise<void>> {
   const channel = dispatchChannel(prefix);
   subscriber.on('message', (received: string) => {
     if (received === channel) onPoke();

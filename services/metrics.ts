@@ -1,8 +1,8 @@
 // Prometheus metrics of one process (prom-client), in a registry of its own so several apps in one
 // test process never share counters. Gauges that read Postgres or Redis are collected at scrape
 // time from O(1) sources (task counters, queue counts), never from a table scan.
+import type { UpgradeQueues } from './upgrade-queues.ts';
 import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
-import type { Queue } from 'bullmq';
 import { sql } from 'kysely';
 import type { Db } from '../db/connection.ts';
 
@@ -100,7 +100,7 @@ const QUEUE_STATES = ['waiting', 'active', 'delayed', 'completed', 'failed', 'pr
  * Gauges read at scrape time: records by state in total and per live task (from the tasks' O(1)
  * counters — never a scan of the records), and the upgrade queue's job counts by state.
  */
-export function registerStateGauges(metrics: Metrics, db: Db, queue: Queue): void {
+export function registerStateGauges(metrics: Metrics, db: Db, queue: UpgradeQueues): void {
   new Gauge({
     name: 'otter_records',
     help: 'Upgrade records by state, over all tasks',

@@ -2,7 +2,7 @@
 // that asked, over Redis pub/sub; the asking request waits for its device's reply to its messageId,
 // with a deadline. Matched by device and messageId together: another device that learns or guesses
 // a messageId cannot answer in its place.
-import type { Redis } from 'ioredis';
+import type { RedisClient } from './redis-client.ts';
 
 export interface ReadReply {
   messageId: string;
@@ -16,10 +16,10 @@ export function readReplyChannel(prefix: string): string {
 }
 
 export class ReadReplyPublisher {
-  private readonly redis: Redis;
+  private readonly redis: RedisClient;
   private readonly channel: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     this.redis = redis;
     this.channel = readReplyChannel(prefix);
   }
@@ -35,10 +35,10 @@ function waiterKey(deviceId: string, messageId: string): string {
 
 export class ReadReplyWaiters {
   private readonly waiting = new Map<string, (reply: ReadReply) => void>();
-  private readonly subscriber: Redis;
+  private readonly subscriber: RedisClient;
   private readonly channel: string;
 
-  constructor(subscriber: Redis, prefix: string) {
+  constructor(subscriber: RedisClient, prefix: string) {
     this.subscriber = subscriber;
     this.channel = readReplyChannel(prefix);
   }

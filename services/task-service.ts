@@ -1,6 +1,6 @@
 // Task operations that span several steps (state change, records, queue, dispatch signal), so the
 // task routes stay thin: validate, call one of these, shape the reply.
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from './upgrade-queues.ts';
 import type { Db } from '../db/connection.ts';
 import type { RecordState, StoredSelection, TaskRow, TaskState } from '../db/database.ts';
 import { conflict, notFound } from '../core/errors.ts';
@@ -17,11 +17,11 @@ const CLOSED: readonly TaskState[] = ['canceled', 'aborted'];
 
 export class TaskService {
   private readonly db: Db;
-  private readonly queue: Queue;
+  private readonly queue: UpgradeQueues;
   private readonly signal: DispatchSignal;
   private readonly snapshots: TaskSnapshots | undefined;
 
-  constructor(db: Db, queue: Queue, signal: DispatchSignal, snapshots?: TaskSnapshots) {
+  constructor(db: Db, queue: UpgradeQueues, signal: DispatchSignal, snapshots?: TaskSnapshots) {
     this.db = db;
     this.queue = queue;
     this.signal = signal;

@@ -1,6 +1,6 @@
 // The upgrade jobs an operator's action leaves without a record to follow: removed from the queue
 // (by the API's cancel and by the task supervisor's abort alike).
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from './upgrade-queues.ts';
 import { upgradeJobId } from '../core/jobs.ts';
 import type { CanceledRecord } from '../db/queries/task-lifecycle.ts';
 
@@ -8,7 +8,7 @@ import type { CanceledRecord } from '../db/queries/task-lifecycle.ts';
 const REMOVE_CHUNK = 500;
 
 /** Removes the queued or parked jobs of canceled records; a job running right now drops itself. */
-export async function removeJobs(queue: Queue, records: readonly CanceledRecord[]): Promise<void> {
+export async function removeJobs(queue: UpgradeQueues, records: readonly CanceledRecord[]): Promise<void> {
   const withJobs = records.filter((record) => record.hadJob);
   for (let i = 0; i < withJobs.length; i += REMOVE_CHUNK) {
     await Promise.all(

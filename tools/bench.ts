@@ -16,6 +16,7 @@ import { startBroker, type Broker } from './broker.ts';
 import { freePort } from './ports.ts';
 import { fleetDeviceIds } from './fleet.ts';
 import { OtterClient } from './otter-client.ts';
+import { startRedisCluster, type LocalRedisCluster } from './redis-cluster.ts';
 import { WebhookReceiver } from './webhook-receiver.ts';
 
 const { values } = parseArgs({
@@ -33,6 +34,9 @@ const { values } = parseArgs({
     export: { type: 'boolean', default: false, description: "after the rollout, export the task's records as NDJSON and CSV, sampling the processes' RSS" },
     waves: { type: 'string', description: 'canary waves as cumulative percentages, e.g. 1,10,100 (docs/strategies.md#waves)' },
     'soak-seconds': { type: 'string', default: '0', description: "each wave's gate soak time, with --waves" },
+    'redis-cluster': { type: 'string', description: 'run Otter on a local Redis Cluster of this many masters (REDIS_CLUSTER_NODES), after the same run on one Redis' },
+    shards: { type: 'string', default: '1', description: 'QUEUE_SHARDS: the queues device jobs are spread over' },
+    'skip-single': { type: 'boolean', default: false, description: 'with --redis-cluster: skip the run on one Redis it is compared with' },
   },
   strict: true,
 });
@@ -41,6 +45,12 @@ const N = Number(values.devices);
 const WAVES = values.waves === undefined ? undefined : values.waves.split(',').map(Number);
 if (WAVES && WAVES.some((percent) => !(percent > 0 && percent <= 100))) throw new Error('--waves takes cumulative percentages, e.g. 1,10,100');
 const SOAK_SECONDS = Number(values['soak-seconds']);
+const CLUSTER_MASTERS = values['redis-cluster'] === undefined ? 0 : Number(values['redis-cluster']);
+if (!(Number.isInteger(CLUSTER_MASTERS) && CLUSTER_MASTERS >= 0 && CLUSTER_MASTERS <= 16) || CLUSTER_MASTERS === 1 || CLUSTER_MASTERS === 2) {
+  throw new Error('--redis-cluster takes the number of masters, 3 to 16 (redis-cli --cluster create needs 3)');
+}
+const SHARDS = Number(values.shards);
+if (!(Number.isInteger(SHARDS) && SHARDS >= 1 && SHARDS <= 64)) throw new Error('--shards takes 1 to 64');
 if (values['device-limits'] !== 'on' && values['device-limits'] !== 'off') throw new Error('--device-limits is on or off');
 if (values.webhook !== 'on' && values.webhook !== 'off') throw new Error('--webhook is on or off');
 /** The device edge's limits as loose as the configuration allows: what `--device-limits off` runs with. */
@@ -101,9 +111,31 @@ function peakRssMb(pid: number): number {
   return Math.round(kb / 1024);
 }
 
-async function redisUsedMemory(redis: Redis): Promise<number> {
-  const info = await redis.info('memory');
-  return Number(/used_memory:(\d+)/.exec(info)?.[1] ?? 0);
+/** Memory Redis uses: the one server's, or the sum over the cluster's masters. */
+async function redisUsedMemory(clients: readonly Redis[]): Promise<number> {
+  const used = await Promise.all(clients.map(async (client) => Number(/used_memory:(\d+)/.exec(await client.info('memory'))?.[1] ?? 0)));
+  return used.reduce((sum, bytes) => sum + bytes, 0);
+}
+
+/**
+ * The same bench on one Redis with one shard, in a process of its own before the cluster run, so
+ * both figures come from back-to-back runs of the same code: its devices/s and ratio.
+ */
+async function singleRedisRun(): Promise<Record<string, number>> {
+  const args = ['--devices', String(N), '--json', '--concurrency', values.concurrency!, '--progress-steps', values['progress-steps']!,
+    '--workers', values.workers!, '--worker-nice', values['worker-nice']!, '--device-limits', values['device-limits']!, '--webhook', values.webhook!,
+    ...(values.single ? ['--single'] : [])];
+  const child = spawn(process.execPath, ['--import', 'tsx', 'tools/bench.ts', ...args], { stdio: ['ignore', 'pipe', 'inherit'] });
+  let output = '';
+  child.stdout!.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+  if (code !== 0) throw new Error(`the single-Redis run exited with ${code}`);
+  const single = JSON.parse(output.trim().split('\n').pop()!) as Record<string, number>;
+  return {
+    singleRedisDevicesPerSecond: single.devicesPerSecond!,
+    singleRedisRatioToRawBullmq: single.ratioToRawBullmq!,
+    singleRedisRolloutSeconds: single.rolloutSeconds!,
+  };
 }
 
 async function waitForReady(baseUrl: string, child: ChildProcess): Promise<void> {
@@ -215,6 +247,7 @@ const SERVICE_NODE_FLAGS = (JSON.parse(readFileSync('package.json', 'utf8')) as 
   .filter((word, i, words) => i > 0 && words[0] === 'node' && word !== 'service/main.ts');
 let fleet: ChildProcess | undefined;
 let storage: string | undefined;
+let cluster: LocalRedisCluster | undefined;
 
 async function stopProcess(child: ChildProcess | undefined): Promise<void> {
   if (!child || child.exitCode !== null) return;
@@ -235,6 +268,7 @@ async function removeEverything(): Promise<void> {
   await stopProcess(service);
   for (const worker of workers) await stopProcess(worker);
   await broker?.stop().catch(() => {});
+  await cluster?.stop().catch(() => {});
   const admin = new pg.Client({ connectionString: ADMIN_DATABASE_URL });
   await admin.connect();
   await admin.query(`DROP DATABASE IF EXISTS "${dbName}" WITH (FORCE)`).catch(() => {});
@@ -251,6 +285,8 @@ async function removeEverything(): Promise<void> {
 }
 
 async function main(): Promise<Record<string, number | string>> {
+  const single = CLUSTER_MASTERS > 0 && !values['skip-single'] ? await singleRedisRun() : {};
+  if (CLUSTER_MASTERS > 0) cluster = await startRedisCluster(CLUSTER_MASTERS);
   broker = await startBroker({ ownSession: true });
   storage = await mkdtemp(path.join(os.tmpdir(), 'otter-bench-'));
   const port = await freePort();
@@ -258,7 +294,8 @@ async function main(): Promise<Record<string, number | string>> {
   const dbUrl = new URL(ADMIN_DATABASE_URL);
   dbUrl.pathname = `/${dbName}`;
   const redis = new Redis(REDIS_URL);
-  const redisBaseline = await redisUsedMemory(redis);
+  const memoryClients = cluster ? cluster.ports.map((clusterPort) => new Redis({ host: '127.0.0.1', port: clusterPort })) : [redis];
+  const redisBaseline = await redisUsedMemory(memoryClients);
 
   say(`bench: ${N} devices; service on :${port} (${split ? `ROLE=api + ${values.workers} ROLE=worker` : 'ROLE=all'}), broker ${broker.plainUrl}`);
   const serviceEnv = {
@@ -270,6 +307,8 @@ async function main(): Promise<Record<string, number | string>> {
     ...broker.serviceEnv,
     API_KEYS: apiKey,
     QUEUE_PREFIX: prefix,
+    QUEUE_SHARDS: String(SHARDS),
+    ...(cluster ? { REDIS_CLUSTER_NODES: cluster.nodes } : {}),
     STORAGE_DIR: storage,
     URL_SIGNING_SECRET: 'bench',
     PUBLIC_BASE_URL: `http://127.0.0.1:${port}`,
@@ -360,7 +399,7 @@ async function main(): Promise<Record<string, number | string>> {
         waveStartSeconds[wave.index - 1] = Number(((performance.now() - started) / 1000).toFixed(2));
       }
     }
-    redisPeak = Math.max(redisPeak, await redisUsedMemory(redis));
+    redisPeak = Math.max(redisPeak, await redisUsedMemory(memoryClients));
     if (performance.now() - lastSay > 5_000) {
       lastSay = performance.now();
       say(`bench: ${((performance.now() - started) / 1000).toFixed(1)} s ${JSON.stringify(final.stats)}`);
@@ -447,9 +486,11 @@ async function main(): Promise<Record<string, number | string>> {
   const rawBullmqJobsPerSecond = (rawBefore + rawAfter) / 2;
   const devicesPerSecond = N / rolloutSeconds;
   getTaskMs.sort((a, b) => a - b);
-  redis.disconnect();
+  for (const client of new Set([redis, ...memoryClients])) client.disconnect();
   return {
     devices: N,
+    redisCluster: CLUSTER_MASTERS,
+    queueShards: SHARDS,
     deviceLimits: values['device-limits'],
     webhook: values.webhook!,
     ...(WAVES ? { waves: WAVES.join(','), soakSeconds: SOAK_SECONDS, waveStartSeconds: waveStartSeconds.join(',') } : {}),
@@ -471,6 +512,8 @@ async function main(): Promise<Record<string, number | string>> {
     apiEventLoopLagP99Ms: Number((gauge('nodejs_eventloop_lag_p99_seconds') * 1000).toFixed(1)),
     apiEventLoopLagMaxMs: Number((gauge('nodejs_eventloop_lag_max_seconds') * 1000).toFixed(1)),
     ...cpu,
+    ...single,
+    ...(single.singleRedisDevicesPerSecond ? { clusterToSingleRedis: Number((devicesPerSecond / single.singleRedisDevicesPerSecond).toFixed(3)) } : {}),
     ...webhook,
     ...exported,
   };

@@ -3,9 +3,9 @@
 // added already parked until each attempt's deadline, and only then do the messages leave — so a
 // device that answers at once always finds a job to wake. A device upgrade then costs one job run
 // (when its answer wakes the job) instead of two, and one write of the record fewer.
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import { randomUUID } from 'node:crypto';
-import type { Queue } from 'bullmq';
-import { upgradeJob, type UpgradeJobData } from '../core/jobs.ts';
+import { upgradeJob } from '../core/jobs.ts';
 import { nextWakeAt, transitionAll } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import { claimRecordsAndSend, type InFlight } from '../db/queries/dispatch.ts';
@@ -21,10 +21,10 @@ const COMMIT_CHECK_MS = 30_000;
 export class DirectSends {
   private readonly db: Db;
   private readonly sender: UpgradeSender;
-  private readonly queue: Queue<UpgradeJobData>;
+  private readonly queue: UpgradeQueues;
   private readonly waker: JobWaker;
 
-  constructor(db: Db, sender: UpgradeSender, queue: Queue<UpgradeJobData>, waker: JobWaker) {
+  constructor(db: Db, sender: UpgradeSender, queue: UpgradeQueues, waker: JobWaker) {
     this.db = db;
     this.sender = sender;
     this.queue = queue;

@@ -4,7 +4,7 @@
 // First attempts of tasks without a rate limit are sent right here (DirectSends), as fast as this
 // process keeps up with the answers; the rest become jobs for the workers.
 // Every worker process runs one; they take turns per task through an advisory lock.
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import type { Logger } from 'pino';
 import type { Db } from '../db/connection.ts';
 import {
@@ -14,7 +14,7 @@ import {
   type DispatchableTask,
   type InFlight,
 } from '../db/queries/dispatch.ts';
-import { upgradeJob, type UpgradeJobData } from '../core/jobs.ts';
+import { upgradeJob } from '../core/jobs.ts';
 import type { SendRateLimiter } from './send-rate-limiter.ts';
 import type { DirectSends } from './direct-sends.ts';
 import { RoundLoop } from '../core/round-loop.ts';
@@ -66,7 +66,7 @@ type RoundPace = 'busy' | 'held_back' | 'idle';
 
 export class Dispatcher {
   private readonly store: DispatchStore;
-  private readonly queue: Pick<Queue<UpgradeJobData>, 'addBulk'>;
+  private readonly queue: Pick<UpgradeQueues, 'addBulk'>;
   private readonly rateLimiter: Pick<SendRateLimiter, 'available'>;
   private readonly logger: Pick<Logger, 'warn' | 'debug'>;
   private readonly options: Required<DispatcherOptions>;
@@ -75,7 +75,7 @@ export class Dispatcher {
 
   constructor(
     store: DispatchStore,
-    queue: Pick<Queue<UpgradeJobData>, 'addBulk'>,
+    queue: Pick<UpgradeQueues, 'addBulk'>,
     rateLimiter: Pick<SendRateLimiter, 'available'>,
     logger: Pick<Logger, 'warn' | 'debug'>,
     options: DispatcherOptions = {},

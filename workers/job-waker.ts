@@ -2,21 +2,21 @@
 // scheduled), and mirrors device progress onto the jobs so bull-board shows it. A job that is
 // running right now cannot be promoted; it is tried again shortly, and its deadline is the last
 // resort, so a lost wake-up delays a job but never loses a record.
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import type { Logger } from 'pino';
 
 const RETRY_DELAYS_MS = [50, 200, 1_000, 3_000];
 const PROGRESS_FLUSH_MS = 250;
 
 export class JobWaker {
-  private readonly queue: Queue;
+  private readonly queue: UpgradeQueues;
   private readonly logger: Logger;
   private progress = new Map<string, number>();
   private progressTimer: NodeJS.Timeout | undefined;
   private readonly retryTimers = new Set<NodeJS.Timeout>();
   private stopped = false;
 
-  constructor(queue: Queue, logger: Logger) {
+  constructor(queue: UpgradeQueues, logger: Logger) {
     this.queue = queue;
     this.logger = logger;
   }
@@ -28,7 +28,7 @@ export class JobWaker {
   private async promote(jobId: string, attempt: number): Promise<void> {
     if (this.stopped) return;
     try {
-      await this.queue.backend.promote(jobId);
+      await this.queue.promote(jobId);
     } catch (error) {
       const delay = RETRY_DELAYS_MS[attempt];
       if (delay === undefined) {
@@ -54,7 +54,7 @@ export class JobWaker {
     const batch = this.progress;
     this.progress = new Map();
     await Promise.all(
-      [...batch].map(([jobId, progress]) => this.queue.backend.updateProgress(jobId, progress).catch(() => {})),
+      [...batch].map(([jobId, progress]) => this.queue.updateProgress(jobId, progress).catch(() => {})),
     );
   }
 

@@ -6,9 +6,9 @@
 // through the same guarded write, so it never sends it again. A paused, canceled, aborted or
 // completed task answers only an attempt already under way. Anything else is answered
 // `success: false, code: "not_found"`.
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import type { Logger } from 'pino';
-import { upgradeJob, type UpgradeJobData } from '../core/jobs.ts';
+import { upgradeJob } from '../core/jobs.ts';
 import type { RequestFirmwareMessage, RequestFirmwareReply } from '../core/messages.ts';
 import { firmwareFoundReply, firmwareNotFoundReply } from '../core/platform-messages.ts';
 import { nextWakeAt, transition } from '../core/record-machine.ts';
@@ -23,11 +23,11 @@ const STALE_RETRIES = 3;
 
 export class PullRequests {
   private readonly db: Db;
-  private readonly queue: Queue<UpgradeJobData>;
+  private readonly queue: UpgradeQueues;
   private readonly offers: FirmwareOffers;
   private readonly logger: Logger;
 
-  constructor(db: Db, queue: Queue<UpgradeJobData>, offers: FirmwareOffers, logger: Logger) {
+  constructor(db: Db, queue: UpgradeQueues, offers: FirmwareOffers, logger: Logger) {
     this.db = db;
     this.queue = queue;
     this.offers = offers;
@@ -83,7 +83,7 @@ export class PullRequests {
   private async parkDeadlineJob(state: UpgradeState, wakeAt: number): Promise<void> {
     // the reply's send counted a dispatch: the attempt's job is the record's next one
     const job = upgradeJob({ ...jobbed(state), dispatches: state.snapshot.dispatches + 1 }, Math.max(wakeAt, Date.now() + 1));
-    await this.queue.add(job.name, job.data, job.opts);
+    await this.queue.add(job);
     this.logger.debug({ recordId: state.id, jobId: job.opts.jobId }, 'pull attempt started');
   }
 }

@@ -3,10 +3,9 @@
 // died between a commit and its addBulk), runs jobs whose record is long past due, and wakes parked
 // jobs whose record already ended (a wake-up that was lost). Every step is idempotent, so two
 // processes reconciling at once do no harm.
-import type { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import type { Logger } from 'pino';
-import { parseUpgradeJobId, upgradeJob, upgradeJobId, type UpgradeJobData } from '../core/jobs.ts';
+import { parseUpgradeJobId, upgradeJob, upgradeJobId } from '../core/jobs.ts';
 import type { Db } from '../db/connection.ts';
 import { finishedRecordIds, inFlightRecords, tasksWithRecordsInFlight, type InFlightRecord } from '../db/queries/reconcile.ts';
 
@@ -23,18 +22,16 @@ export interface ReconcileReport {
 
 export class Reconciler {
   private readonly db: Db;
-  private readonly queue: Queue<UpgradeJobData>;
-  private readonly redis: Redis;
+  private readonly queue: UpgradeQueues;
   private readonly logger: Logger;
   private readonly intervalMs: number;
   private timer: NodeJS.Timeout | undefined;
   private running: Promise<unknown> | undefined;
   private stopped = false;
 
-  constructor(db: Db, queue: Queue<UpgradeJobData>, redis: Redis, logger: Logger, intervalMs = 30_000) {
+  constructor(db: Db, queue: UpgradeQueues, logger: Logger, intervalMs = 30_000) {
     this.db = db;
     this.queue = queue;
-    this.redis = redis;
     this.logger = logger;
     this.intervalMs = intervalMs;
   }
@@ -74,9 +71,7 @@ export class Reconciler {
 
   private async reconcilePage(records: InFlightRecord[], now: number, report: ReconcileReport): Promise<void> {
     report.checked += records.length;
-    const pipeline = this.redis.pipeline();
-    for (const record of records) pipeline.exists(this.queue.toKey(upgradeJobId(record.id, record.dispatches)));
-    const exists = ((await pipeline.exec()) ?? []).map(([, value]) => value === 1);
+    const exists = await this.queue.exist(records.map((record) => upgradeJobId(record.id, record.dispatches)));
     const missing = records.filter((_, i) => !exists[i]);
     if (missing.length > 0) {
       await this.queue.addBulk(missing.map((record) => upgradeJob(record, record.dueAt, now)));
@@ -86,7 +81,7 @@ export class Reconciler {
     for (const record of overdue) {
       const jobId = upgradeJobId(record.id, record.dispatches);
       // promote fails for a job that is running or waiting already: then it is not stuck
-      if (await this.queue.backend.promote(jobId).then(() => true, () => false)) {
+      if (await this.queue.promote(jobId).then(() => true, () => false)) {
         report.overdue += 1;
         continue;
       }
@@ -95,7 +90,7 @@ export class Reconciler {
       const state = await this.queue.getJobState(jobId).catch(() => 'unknown');
       if (state === 'failed' || state === 'completed') {
         await this.queue.remove(jobId).catch(() => 0);
-        await this.queue.add(record.deviceId, { recordId: record.id, taskId: record.taskId, deviceId: record.deviceId }, { jobId });
+        await this.queue.add(upgradeJob(record));
         report.rebuilt += 1;
       }
     }
@@ -103,8 +98,12 @@ export class Reconciler {
 
   /** Parked jobs whose record already ended: their wake-up was lost; run them so they finish. */
   private async wakeJobsOfFinishedRecords(): Promise<number> {
-    const client = this.redis;
-    const delayedKey = this.queue.keys.delayed!;
+    let woken = 0;
+    for (const shard of this.queue.shards) woken += await this.wakeFinishedIn(await shard.backend.client, shard.keys.delayed!);
+    return woken;
+  }
+
+  private async wakeFinishedIn(client: { zrange(key: string, start: number, stop: number): Promise<string[]> }, delayedKey: string): Promise<number> {
     let woken = 0;
     for (let start = 0; ; start += PAGE) {
       const jobIds = await client.zrange(delayedKey, start, start + PAGE - 1);
@@ -117,7 +116,7 @@ export class Reconciler {
       const finished = await finishedRecordIds(this.db, [...byRecord.keys()]);
       let promotedHere = 0;
       for (const recordId of finished) {
-        const promoted = await this.queue.backend.promote(byRecord.get(recordId)!).then(() => true, () => false);
+        const promoted = await this.queue.promote(byRecord.get(recordId)!).then(() => true, () => false);
         if (promoted) promotedHere += 1;
       }
       woken += promotedHere;

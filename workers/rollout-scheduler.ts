@@ -2,7 +2,7 @@
 // the gate of each waved task's open wave (soak, approval, pass or pause), tasks past their endAt,
 // and, every few seconds, the enrolment of devices that came to match a continuous task. Every
 // write is guarded by what was read, so several processes doing this at once agree.
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import type { Logger } from 'pino';
 import type { Db } from '../db/connection.ts';
 import { RoundLoop } from '../core/round-loop.ts';
@@ -24,7 +24,7 @@ export interface RolloutSchedulerOptions {
 
 export class RolloutScheduler {
   private readonly db: Db;
-  private readonly queue: Queue;
+  private readonly queue: UpgradeQueues;
   private readonly logger: Logger;
   /** Called when records became sendable (a wave opened, devices enrolled): the dispatcher looks now. */
   private readonly onSendable: () => void;
@@ -32,7 +32,7 @@ export class RolloutScheduler {
   private readonly loop: RoundLoop;
   private lastEnrolAt = 0;
 
-  constructor(db: Db, queue: Queue, logger: Logger, onSendable: () => void, options: RolloutSchedulerOptions = {}) {
+  constructor(db: Db, queue: UpgradeQueues, logger: Logger, onSendable: () => void, options: RolloutSchedulerOptions = {}) {
     this.db = db;
     this.queue = queue;
     this.logger = logger;

@@ -1,7 +1,7 @@
 // rollout.maxPerMinute, enforced across every worker process: a sliding log of each task's sends
 // in Redis, checked and appended atomically by one Lua script. A send is allowed only while fewer
 // than the limit happened in the window; otherwise the caller learns how long to wait.
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../services/redis-client.ts';
 
 // A little longer than a minute, so that the limit holds for any 60 s window of the recorded send
 // times even though a send is recorded a few milliseconds after its slot was taken.
@@ -34,7 +34,7 @@ redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 return math.max(0, limit - redis.call('ZCARD', key))
 `;
 
-type RateRedis = Redis & {
+type RateRedis = RedisClient & {
   otterAcquireSend(key: string, limit: number, window: number, member: string): Promise<number>;
   otterAvailableSends(key: string, limit: number, window: number): Promise<number>;
 };
@@ -43,7 +43,7 @@ export class SendRateLimiter {
   private readonly redis: RateRedis;
   private readonly prefix: string;
 
-  constructor(redis: Redis, prefix: string) {
+  constructor(redis: RedisClient, prefix: string) {
     redis.defineCommand('otterAcquireSend', { numberOfKeys: 1, lua: ACQUIRE });
     redis.defineCommand('otterAvailableSends', { numberOfKeys: 1, lua: AVAILABLE });
     this.redis = redis as RateRedis;

@@ -1,7 +1,7 @@
 // Watches tasks whose records changed: aborts a task past its failure threshold, completes a task
 // whose records are all final. Reviews are coalesced, so a burst of finished records costs one
 // query per task, not one per record.
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import type { Logger } from 'pino';
 import type { Db } from '../db/connection.ts';
 import { abortTask, completeFinishedTasks, tasksPastAbortThreshold } from '../db/queries/task-lifecycle.ts';
@@ -11,13 +11,13 @@ const REVIEW_DELAY_MS = 50;
 
 export class TaskSupervisor {
   private readonly db: Db;
-  private readonly queue: Queue;
+  private readonly queue: UpgradeQueues;
   private readonly logger: Logger;
   private dirty = new Set<string>();
   private timer: NodeJS.Timeout | undefined;
   private reviewing: Promise<void> = Promise.resolve();
 
-  constructor(db: Db, queue: Queue, logger: Logger) {
+  constructor(db: Db, queue: UpgradeQueues, logger: Logger) {
     this.db = db;
     this.queue = queue;
     this.logger = logger;

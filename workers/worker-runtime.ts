@@ -1,10 +1,9 @@
 // Everything a worker process runs: the BullMQ worker of upgrade jobs, the dispatcher, the device
 // message intake, and the helpers they share (record store, job waker, task supervisor).
-import { Worker, type Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
+import { Worker } from 'bullmq';
 import type { Logger } from 'pino';
 import type { Config } from '../core/config.ts';
-import { UPGRADE_QUEUE, type UpgradeJobData } from '../core/jobs.ts';
+import type { UpgradeJobData } from '../core/jobs.ts';
 import { isFinal } from '../core/record-machine.ts';
 import type { Db } from '../db/connection.ts';
 import type { Connector } from '../protocols/connector.ts';
@@ -22,15 +21,16 @@ import type { TaskSupervisor } from './task-supervisor.ts';
 import { createUpgradeProcessor, type UpgradeJobResult } from './upgrade-processor.ts';
 import { UpgradeSender } from './upgrade-sender.ts';
 import { DirectSends } from './direct-sends.ts';
-import { UPGRADE_JOB_OPTIONS, createRedis } from './upgrade-queue.ts';
+import { UPGRADE_JOB_OPTIONS, type UpgradeQueues } from '../services/upgrade-queues.ts';
+import { createRedis, type RedisClient } from '../services/redis-client.ts';
 import { WebhookDeliverer } from './webhook-deliverer.ts';
 
 export interface WorkerRuntimeDeps {
   config: Config;
   logger: Logger;
   db: Db;
-  redis: Redis;
-  queue: Queue<UpgradeJobData>;
+  redis: RedisClient;
+  queue: UpgradeQueues;
   connector: Connector;
   metrics: Metrics;
   offers: FirmwareOffers;
@@ -52,7 +52,8 @@ export interface StrategyOptions extends RolloutSchedulerOptions {
 export interface WorkerRuntime {
   dispatcher: Dispatcher;
   reconciler: Reconciler;
-  worker: Worker<UpgradeJobData, UpgradeJobResult>;
+  /** One BullMQ worker per queue shard. */
+  workers: Worker<UpgradeJobData, UpgradeJobResult>[];
   stop(): Promise<void>;
 }
 
@@ -85,26 +86,28 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
 
   const processor = createUpgradeProcessor({ store, sender, rateLimiter, logger, clock: strategies.clock, windowRecheckMs: strategies.windowRecheckMs });
 
-  const workerConnection = createRedis(config.redisUrl);
-  const worker = new Worker<UpgradeJobData, UpgradeJobResult>(UPGRADE_QUEUE, processor, {
+  const workerConnection = createRedis(config);
+  // WORKER_CONCURRENCY is the process's, shared out over the shards' workers
+  const perShard = Math.max(1, Math.ceil(config.workerConcurrency / queue.shards.length));
+  const workers = queue.shards.map((shard) => new Worker<UpgradeJobData, UpgradeJobResult>(shard.name, processor, {
     connection: workerConnection,
     prefix: config.queuePrefix,
-    concurrency: config.workerConcurrency,
+    concurrency: perShard,
     removeOnComplete: UPGRADE_JOB_OPTIONS.removeOnComplete as { age: number; count: number },
     removeOnFail: UPGRADE_JOB_OPTIONS.removeOnFail as { age: number; count: number },
     // a step never runs long; a job whose worker died is picked up again quickly
     lockDuration: 30_000,
     stalledInterval: 15_000,
     maxStalledCount: 100,
-  });
-  worker.on('error', (err) => logger.warn({ err: err.message }, 'upgrade worker error'));
+  }));
+  for (const worker of workers) worker.on('error', (err) => logger.warn({ err: err.message, queue: worker.name }, 'upgrade worker error'));
 
   await deps.connector.start((incoming) => deps.messages.receive(incoming));
 
-  const subscriber = createRedis(config.redisUrl);
+  const subscriber = createRedis(config);
   const unsubscribe = await listenForDispatch(subscriber, config.queuePrefix, () => dispatcher.poke());
   dispatcher.start();
-  const reconciler = new Reconciler(db, queue, deps.redis, logger, config.reconcileIntervalMs);
+  const reconciler = new Reconciler(db, queue, logger, config.reconcileIntervalMs);
   reconciler.start();
   const scheduler = new RolloutScheduler(db, queue, logger, () => dispatcher.poke(), strategies);
   scheduler.start();
@@ -115,7 +118,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   return {
     dispatcher,
     reconciler,
-    worker,
+    workers,
     // stop taking work; jobs running now finish (they may still send through the connector)
     async stop() {
       await unsubscribe();
@@ -123,7 +126,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
       await scheduler.stop();
       await webhooks.stop();
       await dispatcher.stop();
-      await worker.close();
+      await Promise.all(workers.map((worker) => worker.close()));
       workerConnection.disconnect();
     },
   };

@@ -11,7 +11,7 @@ import fastifyCookie from '@fastify/cookie';
 import fastifyFormbody from '@fastify/formbody';
 import fastifyMultipart from '@fastify/multipart';
 import fastifyStatic from '@fastify/static';
-import { Redis } from 'ioredis';
+import { createRedis, type RedisClient } from '../../services/redis-client.ts';
 import { actAs } from '../plugins/auth.ts';
 import { ConsoleApi, ConsoleApiError } from './api-client.ts';
 import { documentText, type SafeHtml } from './html.ts';
@@ -94,7 +94,7 @@ function isMultipart(request: FastifyRequest): boolean {
 
 export default async function consolePlugin(app: FastifyInstance): Promise<void> {
   const config = app.config;
-  let redis: Redis | undefined;
+  let redis: RedisClient | undefined;
   const sessions = new ConsoleSessions({
     secret: config.consoleSessionSecret,
     ttlSeconds: config.consoleSessionSeconds,
@@ -102,7 +102,7 @@ export default async function consolePlugin(app: FastifyInstance): Promise<void>
     // its own connection, opened on first use; a session check fails fast rather than wait for Redis
     redis: async () => {
       if (!redis) {
-        redis = new Redis(config.redisUrl, { maxRetriesPerRequest: 1, enableAutoPipelining: true });
+        redis = createRedis(config, { maxRetriesPerRequest: 1 });
         redis.on('error', (error: Error) => app.log.debug({ err: error.message }, 'console: redis connection error'));
       }
       return redis;

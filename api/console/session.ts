@@ -3,7 +3,7 @@
 // it. Sign-out ends a session everywhere by noting its id in Redis until it would have expired.
 // Forms carry a CSRF token derived from the session id.
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import type { Redis } from 'ioredis';
+import type { RedisClient } from '../../services/redis-client.ts';
 
 export const SESSION_COOKIE = 'otter_session';
 
@@ -19,7 +19,7 @@ export interface SessionStoreOptions {
   secret: string;
   ttlSeconds: number;
   /** The Redis connection that remembers signed-out sessions, and the key prefix there. */
-  redis: () => Promise<Redis>;
+  redis: () => Promise<RedisClient>;
   prefix: string;
   now?: () => number;
 }

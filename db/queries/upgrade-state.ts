@@ -238,6 +238,10 @@ export async function lockUpgradeStates(trx: Db, selection: RecordSelection, aft
     filters.push(sql`NOT EXISTS (SELECT 1 FROM upgrade_records o
                                  WHERE o.device_id = upgrade_records.device_id AND o.state IN ('waiting', 'processing'))`);
   }
+  // The lock is taken on the rows the outer query returns, not in the subquery: a row another
+  // transaction changed while this one waited for it is then returned as that transaction left it
+  // (PostgreSQL re-reads a row it locks), never as the statement's older snapshot saw it, whose
+  // change would be refused as stale (a cancel amid device progress reports missed records so).
   const { rows } = await sql<Row>`
     SELECT ${COLUMNS}
     FROM upgrade_records r JOIN upgrade_tasks t ON t.id = r.task_id
@@ -245,8 +249,8 @@ export async function lockUpgradeStates(trx: Db, selection: RecordSelection, aft
       SELECT id FROM upgrade_records
       WHERE ${sql.join(filters, sql` AND `)}
       -- dispatchable records in the order of their index (migration 0013): wave by wave
-      ORDER BY ${selection.dispatchable ? sql`wave, id` : sql`id`} LIMIT ${limit}
-      FOR UPDATE ${selection.skipLocked ? sql`SKIP LOCKED` : sql``})
-    ORDER BY ${selection.dispatchable ? sql`r.wave, r.id` : sql`r.id`}`.execute(trx);
+      ORDER BY ${selection.dispatchable ? sql`wave, id` : sql`id`} LIMIT ${limit})
+    ORDER BY ${selection.dispatchable ? sql`r.wave, r.id` : sql`r.id`}
+    FOR UPDATE OF r ${selection.skipLocked ? sql`SKIP LOCKED` : sql``}`.execute(trx);
   return rows.map(toUpgradeState);
 }

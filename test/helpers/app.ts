@@ -4,20 +4,20 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { FastifyInstance } from 'fastify';
-import type { Redis } from 'ioredis';
 import { loadConfig, type Config, type Env } from '../../core/config.ts';
 import { createLogger } from '../../service/logger.ts';
 import { startOtter, type Otter, type StartOptions } from '../../service/service.ts';
 import { createTestDatabase, uniqueName, type TestDatabase } from './database.ts';
 import { TEST_API_KEY, TEST_MQTT_URL, TEST_REDIS_URL } from './env.ts';
 import { deleteQueueKeys } from './queue-keys.ts';
+import type { RedisClient } from '../../services/redis-client.ts';
 
 export interface TestApp {
   app: FastifyInstance;
   otter: Otter;
   config: Config;
   database: TestDatabase;
-  redis: Redis;
+  redis: RedisClient;
   storageDir: string;
   /** Headers that carry the test API key. */
   auth: { authorization: string };

@@ -1,8 +1,8 @@
 // Removes what a test's queue prefix left in the shared Redis, so runs do not pile up keys there.
-import { createRedis } from '../../workers/upgrade-queue.ts';
+import { Redis } from 'ioredis';
 
 export async function deleteQueueKeys(redisUrl: string, prefix: string): Promise<void> {
-  const redis = createRedis(redisUrl);
+  const redis = new Redis(redisUrl);
   try {
     let cursor = '0';
     do {

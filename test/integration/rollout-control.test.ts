@@ -205,10 +205,11 @@ describe('rollout control with two worker processes', () => {
       if (leftBehind.length + pendingOfTask.length > 0) await sleep(200);
       leftBehind = [];
       for (const record of canceled) {
-        const job = await t.otter.queue.getJob(upgradeJobId(record.id, record.dispatches));
+        const jobId = upgradeJobId(record.id, record.dispatches);
+        const job = await t.otter.queue.shardOf(jobId).getJob(jobId);
         if (job) leftBehind.push(`${job.id} (${await job.getState()})`);
       }
-      pendingOfTask = (await t.otter.queue.getJobs([...PENDING])).filter((job) => job.data.taskId === taskId).map((job) => job.id!);
+      pendingOfTask = (await Promise.all(t.otter.queue.shards.map((shard) => shard.getJobs([...PENDING])))).flat().filter((job) => job.data.taskId === taskId).map((job) => job.id!);
       counts = await t.otter.queue.getJobCounts(...PENDING);
     } while (leftBehind.length + pendingOfTask.length > 0 && Date.now() < deadline);
     expect(leftBehind).toEqual([]);
@@ -243,8 +244,8 @@ describe('rollout control with two worker processes', () => {
     const COUNT = 300;
     for (let round = 0; round < 4; round += 1) {
       const productId = `busy${round}`;
-      // ~1.2 s per device: long enough that a busy machine still cancels amid it, not after it
-      await startFleet(productId, COUNT, { progressSteps: 40, stepMs: 30 });
+      // ~2.4 s per device: long enough that a busy machine still cancels amid it, not after it
+      await startFleet(productId, COUNT, { progressSteps: 80, stepMs: 30 });
       const firmwareId = await createFirmware(t.app, t.auth, productId);
       const taskId = await createTask(t.app, t.auth, { firmwareId, timeoutSeconds: 120 });
       await action(taskId, 'release', { allDevices: true, push: true });
@@ -252,6 +253,9 @@ describe('rollout control with two worker processes', () => {
       await sleep(100 * round);
       const reply = await action(taskId, 'cancel', { includeProcessing: true });
       expect(reply.task.state).toBe('canceled');
+      // every record in flight is canceled, including one whose progress report was written while
+      // the cancel waited for its lock
+      expect(reply.task.stats).toMatchObject({ waiting: 0, processing: 0 });
       const done = await waitForTask(t.app, t.auth, taskId, allFinal, 10_000);
       expect(done.stats.success + done.stats.canceled).toBe(COUNT);
       expect(done.stats.canceled).toBe(reply.canceled);

@@ -294,3 +294,34 @@ describe('AUDIT_RETENTION_DAYS', () => {
     }
   });
 });
+
+describe('REDIS_CLUSTER_NODES and QUEUE_SHARDS (docs/scaling.md#redis-cluster)', () => {
+  it('defaults to one Redis and one shard', () => {
+    const config = loadConfig({});
+    expect(config.redisClusterNodes).toBeUndefined();
+    expect(config.queueShards).toBe(1);
+  });
+
+  it('reads the nodes (IPv6 in brackets) and the shard count', () => {
+    const config = loadConfig({ REDIS_CLUSTER_NODES: ' redis-a:7000, 10.0.0.2:7001 ,[::1]:7002', QUEUE_SHARDS: '3' });
+    expect(config.redisClusterNodes).toEqual([{ host: 'redis-a', port: 7000 }, { host: '10.0.0.2', port: 7001 }, { host: '::1', port: 7002 }]);
+    expect(config.queueShards).toBe(3);
+  });
+
+  it.each([
+    ['a node without a port', { REDIS_CLUSTER_NODES: 'redis-a' }, /REDIS_CLUSTER_NODES.*"redis-a"/],
+    ['a port out of range', { REDIS_CLUSTER_NODES: 'redis-a:70000' }, /REDIS_CLUSTER_NODES/],
+    ['an empty entry', { REDIS_CLUSTER_NODES: 'redis-a:7000,,redis-b:7001' }, /REDIS_CLUSTER_NODES/],
+    ['no shards', { QUEUE_SHARDS: '0' }, /QUEUE_SHARDS must be an integer from 1 to 64/],
+    ['too many shards', { QUEUE_SHARDS: '65' }, /QUEUE_SHARDS/],
+    ['a hash tag in the prefix with shards', { QUEUE_SHARDS: '2', QUEUE_PREFIX: '{otter}' }, /QUEUE_PREFIX must not contain \{ or \}/],
+    ['a hash tag in the prefix on a cluster', { REDIS_CLUSTER_NODES: 'redis-a:7000', QUEUE_PREFIX: 'ot{ter}' }, /QUEUE_PREFIX/],
+  ])('refuses %s', (_name, env, message) => {
+    expect(() => loadConfig(env)).toThrow(ConfigError);
+    expect(() => loadConfig(env)).toThrow(message);
+  });
+
+  it('still takes a braced prefix on one Redis with one shard, as before', () => {
+    expect(loadConfig({ QUEUE_PREFIX: '{otter}' }).queuePrefix).toBe('{otter}');
+  });
+});
