@@ -16,6 +16,8 @@ export type WebhookDeliveryState = 'pending' | 'delivered' | 'failed';
 
 /** At most this many events in one delivery. */
 export const WEBHOOK_MAX_EVENTS = 1_000;
+/** At most this many events in one outbox row (migration 0016 writes the same number). */
+export const OUTBOX_ROW_EVENTS = 100;
 /** A delivery holds at most this much time of events: a partial batch leaves once its oldest event is this old. */
 export const WEBHOOK_BATCH_WINDOW_MS = 1_000;
 /** An answer must come within this long, or the attempt failed. */
@@ -35,8 +37,8 @@ export const DELIVERY_HEADER = 'x-otter-delivery';
  * worker never parses and re-serialises what it only passes on. `id` is unique and the same in every
  * retry, and rises within a task in the order its events are delivered.
  */
-export function eventJson(id: number, type: string, at: Date, dataJson: string): string {
-  return `{"id":${id},"type":${JSON.stringify(type)},"at":"${at.toISOString()}","data":${dataJson}}`;
+export function eventJson(id: number, type: string, at: string, dataJson: string): string {
+  return `{"id":${id},"type":${JSON.stringify(type)},"at":${JSON.stringify(at)},"data":${dataJson}}`;
 }
 
 /** The exact body of a delivery: what is signed and sent. `events` are JSON texts (eventJson). */

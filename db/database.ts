@@ -219,15 +219,18 @@ export interface WebhookDeliveryTable {
 }
 
 /** The webhook outbox (db/migrations/0011_webhooks.ts), filled by triggers. */
-export interface WebhookEventTable {
+/** Up to 100 webhook events of one hook and stream, in order (migration 0016). */
+export interface WebhookOutboxTable {
   id: Generated<number>;
   webhook_id: string;
   stream: string;
-  type: string;
-  at: Timestamp;
-  data: Json<unknown>;
+  event_count: number;
+  oldest_at: Timestamp;
+  /** [{ type, at, data }, …] */
+  events: Json<unknown>;
   delivery_id: string | null;
-  seq: number | null;
+  /** The id receivers see for the row's first event; the others follow it. */
+  first_seq: number | null;
 }
 
 export interface Database {
@@ -242,7 +245,7 @@ export interface Database {
   audit_log: AuditLogTable;
   webhooks: WebhookTable;
   webhook_deliveries: WebhookDeliveryTable;
-  webhook_events: WebhookEventTable;
+  webhook_outbox: WebhookOutboxTable;
 }
 
 export type FirmwareRow = Selectable<FirmwareTable>;

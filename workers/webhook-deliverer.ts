@@ -6,6 +6,7 @@ import { performance } from 'node:perf_hooks';
 import type { Logger } from 'pino';
 import {
   DELIVERY_HEADER,
+  OUTBOX_ROW_EVENTS,
   SIGNATURE_HEADER,
   WEBHOOK_BATCH_WINDOW_MS,
   WEBHOOK_HISTORY_MS,
@@ -105,7 +106,7 @@ export class WebhookDeliverer {
       this.nextPruneAt = Date.now() + PRUNE_EVERY_MS;
       await this.prune();
     }
-    await sealWebhookEvents(this.db, { maxEvents: WEBHOOK_MAX_EVENTS, windowMs: WEBHOOK_BATCH_WINDOW_MS });
+    await sealWebhookEvents(this.db, { maxEvents: WEBHOOK_MAX_EVENTS, rowEvents: OUTBOX_ROW_EVENTS, windowMs: WEBHOOK_BATCH_WINDOW_MS });
     const free = this.options.maxInFlight - this.inFlight.size;
     const claims = await claimDueDeliveries(this.db, { limit: free, leaseMs: this.options.leaseMs });
     for (const claim of claims) {

@@ -42,8 +42,8 @@ export async function deleteWebhook(db: Db, id: string): Promise<boolean> {
   return db.transaction().execute(async (trx) => {
     const found = await sql`SELECT 1 FROM webhooks WHERE id = ${id} FOR UPDATE`.execute(trx);
     if (found.rows.length === 0) return false;
-    await sql`DELETE FROM webhook_events WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE webhook_id = ${id})`.execute(trx);
-    await sql`DELETE FROM webhook_events WHERE webhook_id = ${id} AND delivery_id IS NULL`.execute(trx);
+    await sql`DELETE FROM webhook_outbox WHERE delivery_id IN (SELECT id FROM webhook_deliveries WHERE webhook_id = ${id})`.execute(trx);
+    await sql`DELETE FROM webhook_outbox WHERE webhook_id = ${id} AND delivery_id IS NULL`.execute(trx);
     await sql`DELETE FROM webhooks WHERE id = ${id}`.execute(trx);
     return true;
   });
@@ -65,35 +65,39 @@ export async function listDeliveries(
 }
 
 /**
- * Seals outbox events into deliveries: per hook and stream, in outbox order, every full batch of
- * `maxEvents`, and a partial one once its oldest event is `windowMs` old. Each sealed event gets its
- * `seq`, the id receivers see, from one block of the sequence, so ids rise in delivery order.
- * One sealer at a time (an advisory lock), in one statement: one snapshot, so a transaction that
- * commits meanwhile only adds events the next round seals. Answers how many deliveries it made,
- * or undefined when another process was sealing.
+ * Seals outbox rows into deliveries: per hook and stream, in outbox order, rows are packed into
+ * deliveries of at most `maxEvents` events — a row whose first event lies in the i-th stretch of
+ * `maxEvents - rowEvents + 1` events of the stream's pending ones goes to the i-th delivery, so no
+ * delivery exceeds `maxEvents` however the rows are cut. A delivery is sealed when a later one has
+ * begun, when it is full, or once its oldest event is `windowMs` old. Each sealed row gets the
+ * `first_seq` of its events (the ids receivers see) from one block of the sequence, so ids rise in
+ * delivery order. One sealer at a time (an advisory lock), in one statement: one snapshot, so a
+ * transaction that commits meanwhile only adds rows the next round seals. Answers how many
+ * deliveries it made, or undefined when another process was sealing.
  */
-export async function sealWebhookEvents(db: Db, options: { maxEvents: number; windowMs: number }): Promise<number | undefined> {
+export async function sealWebhookEvents(db: Db, options: { maxEvents: number; rowEvents: number; windowMs: number }): Promise<number | undefined> {
   return db.transaction().execute(async (trx) => {
     const { rows: lock } = await sql<{ locked: boolean }>`
       SELECT pg_try_advisory_xact_lock(hashtextextended('otter-webhook-seal', 0)) AS locked`.execute(trx);
     if (!lock[0]?.locked) return undefined;
-    const max = options.maxEvents;
+    const stretch = options.maxEvents - options.rowEvents + 1;
     const { rows } = await sql<{ deliveries: number }>`
       WITH pending AS MATERIALIZED (
-        SELECT id, webhook_id, stream, at, rn, rn / ${max} AS chunk
+        SELECT id, webhook_id, stream, event_count, oldest_at, start_at, start_at / ${stretch} AS chunk
         FROM (
-          SELECT e.id, e.webhook_id, e.stream, e.at,
-                 row_number() OVER (PARTITION BY e.webhook_id, e.stream ORDER BY e.id) - 1 AS rn
-          FROM webhook_events e
-          WHERE e.delivery_id IS NULL AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = e.webhook_id)) numbered),
+          SELECT o.id, o.webhook_id, o.stream, o.event_count, o.oldest_at,
+                 sum(o.event_count) OVER (PARTITION BY o.webhook_id, o.stream ORDER BY o.id) - o.event_count AS start_at
+          FROM webhook_outbox o
+          WHERE o.delivery_id IS NULL AND EXISTS (SELECT 1 FROM webhooks w WHERE w.id = o.webhook_id)) numbered),
       chunks AS (
-        SELECT webhook_id, stream, chunk, count(*) AS n, min(at) AS oldest
+        SELECT webhook_id, stream, chunk, sum(event_count) AS n, min(start_at) AS chunk_start, min(oldest_at) AS oldest,
+               chunk < max(chunk) OVER (PARTITION BY webhook_id, stream) AS followed
         FROM pending GROUP BY webhook_id, stream, chunk),
       sealed AS MATERIALIZED (
-        SELECT webhook_id, stream, chunk, n, gen_random_uuid() AS delivery_id,
+        SELECT webhook_id, stream, chunk, n, chunk_start, gen_random_uuid() AS delivery_id,
                sum(n) OVER (ORDER BY webhook_id, stream, chunk) - n AS run_offset
         FROM chunks
-        WHERE n >= ${max} OR oldest <= clock_timestamp() - make_interval(secs => ${options.windowMs / 1000})),
+        WHERE followed OR n >= ${stretch} OR oldest <= clock_timestamp() - make_interval(secs => ${options.windowMs / 1000})),
       reserved AS MATERIALIZED (
         SELECT setval('webhook_event_seq', nextval('webhook_event_seq') + t.total - 1) - t.total + 1 AS base
         FROM (SELECT sum(n)::bigint AS total FROM sealed) t
@@ -103,15 +107,15 @@ export async function sealWebhookEvents(db: Db, options: { maxEvents: number; wi
         SELECT s.delivery_id, s.webhook_id, s.stream, r.base + s.run_offset, s.n
         FROM sealed s CROSS JOIN reserved r
         RETURNING id),
-      events AS (
-        UPDATE webhook_events e
-        SET delivery_id = s.delivery_id, seq = r.base + s.run_offset + (p.rn - s.chunk * ${max})
+      outbox AS (
+        UPDATE webhook_outbox o
+        SET delivery_id = s.delivery_id, first_seq = r.base + s.run_offset + (p.start_at - s.chunk_start)
         FROM pending p
         JOIN sealed s ON s.webhook_id = p.webhook_id AND s.stream = p.stream AND s.chunk = p.chunk
         CROSS JOIN reserved r
-        WHERE e.id = p.id
+        WHERE o.id = p.id
         RETURNING 1)
-      SELECT (SELECT count(*) FROM deliveries)::int AS deliveries, (SELECT count(*) FROM events)::int AS events`.execute(trx);
+      SELECT (SELECT count(*) FROM deliveries)::int AS deliveries, (SELECT count(*) FROM outbox)::int AS rows`.execute(trx);
     return rows[0]?.deliveries ?? 0;
   });
 }
@@ -172,11 +176,12 @@ export async function claimDueDeliveries(db: Db, options: { limit: number; lease
 
 /** The events a delivery carries, in order, as JSON texts (`data` as stored, never parsed here). */
 export async function deliveryEvents(db: Db, deliveryId: string): Promise<string[]> {
-  const { rows } = await sql<{ seq: number; type: string; at: Date; data: string }>`
-    SELECT seq, type, at, data::text AS data FROM webhook_events
-    WHERE delivery_id = ${deliveryId}
-    ORDER BY seq`.execute(db);
-  return rows.map((row) => eventJson(row.seq, row.type, row.at, row.data));
+  const { rows } = await sql<{ seq: string; type: string; at: string; data: string }>`
+    SELECT o.first_seq + e.ordinality - 1 AS seq, e.value->>'type' AS type, e.value->>'at' AS at, (e.value->'data')::text AS data
+    FROM webhook_outbox o CROSS JOIN LATERAL json_array_elements(o.events) WITH ORDINALITY AS e
+    WHERE o.delivery_id = ${deliveryId}
+    ORDER BY o.first_seq, e.ordinality`.execute(db);
+  return rows.map((row) => eventJson(Number(row.seq), row.type, row.at, row.data));
 }
 
 export async function markDelivered(db: Db, claim: Pick<ClaimedDelivery, 'id' | 'leaseToken'>, status: number): Promise<boolean> {
@@ -224,10 +229,10 @@ export async function pruneWebhookHistory(db: Db, before: Date, batch = 1_000): 
       WHERE id IN (SELECT id FROM webhook_deliveries WHERE state <> 'pending' AND completed_at < ${before} LIMIT ${batch})
       RETURNING id`.execute(trx);
     if (rows.length > 0) {
-      await sql`DELETE FROM webhook_events WHERE delivery_id = ANY(${rows.map((row) => row.id)}::uuid[])`.execute(trx);
+      await sql`DELETE FROM webhook_outbox WHERE delivery_id = ANY(${rows.map((row) => row.id)}::uuid[])`.execute(trx);
     }
     await sql`
-      DELETE FROM webhook_events e
+      DELETE FROM webhook_outbox e
       WHERE e.delivery_id IS NULL AND NOT EXISTS (SELECT 1 FROM webhooks w WHERE w.id = e.webhook_id)`.execute(trx);
     return rows.length;
   });

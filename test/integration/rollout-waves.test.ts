@@ -193,7 +193,8 @@ describe('canary waves with gates, two worker processes', () => {
     expect(rows.filter((row) => row.wave === 1).map((row) => row.device_id).sort()).toEqual([...failing, ...succeeding].sort());
     const upgradesBefore = fleet.stats.upgradesReceived;
     const { rows: gateEvents } = await sql<{ data: { taskId: string; wave: number; state: string; previousState: string } }>`
-      SELECT data FROM webhook_events WHERE type = 'wave.gate' ORDER BY id`.execute(t.database.db);
+      SELECT e.value->'data' AS data FROM webhook_outbox o CROSS JOIN LATERAL json_array_elements(o.events) WITH ORDINALITY AS e
+      WHERE e.value->>'type' = 'wave.gate' ORDER BY o.id, e.ordinality`.execute(t.database.db);
     expect(gateEvents.map((event) => event.data)).toEqual([expect.objectContaining({ taskId, wave: 1, state: 'failed', previousState: 'running' })]);
 
     const resumed = await t.app.inject({ method: 'POST', url: `/api/tasks/${taskId}/resume`, headers: t.auth });

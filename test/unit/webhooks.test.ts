@@ -14,7 +14,7 @@ import {
 
 describe('webhook deliveries', () => {
   it('writes the body as JSON, the events\' data spliced in as stored', () => {
-    const at = new Date('2026-12-01T02:00:00.123Z');
+    const at = '2026-12-01T02:00:00.123Z';
     const body = deliveryBody('d-1', [eventJson(7, 'record.final', at, '{"deviceId" : "a\\"b", "attempts" : 1}'), eventJson(8, 'task.completed', at, '{}')]);
     expect(JSON.parse(body)).toEqual({
       deliveryId: 'd-1',
