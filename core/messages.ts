@@ -398,7 +398,8 @@ export interface GatewayRoute {
 
 /**
  * How a message reaches its device: `via` a gateway (the child's topics under the gateway's), or
- * directly (null). Left undefined by the senders; the service fills it in from the device registry.
+ * directly (null). Left undefined, the service fills it in from the device registry; the upgrade
+ * sender reads it itself, before it writes a send (workers/upgrade-sender.ts).
  */
 interface Routed {
   via?: GatewayRoute | null;

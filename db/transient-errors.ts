@@ -1,6 +1,7 @@
 // Which database errors are worth trying again: deadlocks and serialization failures between
 // concurrent batches, and a server that is restarting or briefly unreachable.
 import pRetry from 'p-retry';
+import { OtterError } from '../core/errors.ts';
 
 const TRANSIENT_SQLSTATES = new Set([
   '40001', // serialization_failure
@@ -19,7 +20,21 @@ const TRANSIENT_NODE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ET
 // 08 connection exception, 53 insufficient resources, 57 operator intervention (shutdown, restart)
 const TRANSIENT_SQLSTATE_CLASSES = ['08', '53', '57'];
 
+/**
+ * PostgreSQL stayed unreachable for as long as the caller would wait (`retryTransient` ran out):
+ * what it was reading or writing was not done, and may be tried again once the database is back.
+ */
+export class DatabaseUnavailableError extends OtterError {
+  constructor(cause: unknown, waitedMs?: number) {
+    const waited = waitedMs === undefined ? '' : ` for ${Math.round(waitedMs / 1000)} s`;
+    super('dependency_unavailable', `PostgreSQL unavailable${waited}: ${cause instanceof Error ? cause.message : String(cause)}`, 503);
+    this.name = 'DatabaseUnavailableError';
+    this.cause = cause;
+  }
+}
+
 export function isTransientDbError(error: unknown): boolean {
+  if (error instanceof DatabaseUnavailableError) return true;
   if (!(error instanceof Error)) return false;
   const code = (error as { code?: string }).code;
   if (code && (TRANSIENT_SQLSTATES.has(code) || TRANSIENT_NODE_CODES.has(code))) return true;
@@ -34,8 +49,12 @@ export interface RetryOptions {
   onRetry?: (error: unknown, attempt: number) => void;
 }
 
-/** Runs `fn`, trying again with exponential back-off while it fails with a transient error. */
+/**
+ * Runs `fn`, trying again with exponential back-off while it fails with a transient error; once
+ * `maxRetryTime` has passed, the last transient error is thrown as a DatabaseUnavailableError.
+ */
 export function retryTransient<T>(fn: () => Promise<T>, options: RetryOptions): Promise<T> {
+  const started = Date.now();
   return pRetry(fn, {
     retries: 1_000,
     minTimeout: 20,
@@ -47,5 +66,8 @@ export function retryTransient<T>(fn: () => Promise<T>, options: RetryOptions): 
     onFailedAttempt: ({ error, attemptNumber }) => {
       if (isTransientDbError(error)) options.onRetry?.(error, attemptNumber);
     },
+  }).catch((error: unknown) => {
+    if (error instanceof DatabaseUnavailableError || !isTransientDbError(error)) throw error;
+    throw new DatabaseUnavailableError(error, Date.now() - started);
   });
 }

@@ -67,7 +67,8 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
   registerStateGauges(metrics, db, queue);
   const runsWorkers = config.role !== 'api';
   // child devices are reached through their gateways, whatever the connector
-  const connector = routeThroughGateways(await loadConnector({ config, logger, receive: runsWorkers }), new GatewayDirectory(db));
+  const routes = new GatewayDirectory(db);
+  const connector = routeThroughGateways(await loadConnector({ config, logger, receive: runsWorkers }), routes);
 
   const readiness = new Readiness();
   readiness.add('postgres', () => pool.query('SELECT 1'));
@@ -103,7 +104,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
 
   let workers: WorkerRuntime | undefined;
   if (runsWorkers) {
-    workers = await startWorkerRuntime({ config, logger, db, redis, queue, connector, metrics, offers, messages, waker, supervisor, dispatcher: options.dispatcher, strategies: options.strategies });
+    workers = await startWorkerRuntime({ config, logger, db, redis, queue, connector, metrics, offers, routes, messages, waker, supervisor, dispatcher: options.dispatcher, strategies: options.strategies });
   } else {
     await connector.start(async () => ({ accepted: false, code: 'not_receiving' }));
   }

@@ -1,8 +1,10 @@
-// The dispatcher's fast path for first attempts: one transaction claims a batch of waiting records
-// and marks them sent (the state machine's send, with their `queued` events); then their jobs are
-// added already parked until each attempt's deadline, and only then do the messages leave — so a
-// device that answers at once always finds a job to wake. A device upgrade then costs one job run
-// (when its answer wakes the job) instead of two, and one write of the record fewer.
+// The dispatcher's fast path for first attempts: one transaction claims a batch of waiting records,
+// reads what their messages need (UpgradeSender.prepare) and marks them sent (the state machine's
+// send, with their `queued` events); then their jobs are added already parked until each attempt's
+// deadline, and only then do the messages leave — so a device that answers at once always finds a
+// job to wake. After the commit only Redis and the transport are left: a database that drops then
+// loses no message. A device upgrade costs one job run (when its answer wakes the job) instead of
+// two, and one write of the record fewer.
 import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import { randomUUID } from 'node:crypto';
 import { upgradeJob } from '../core/jobs.ts';
@@ -13,7 +15,7 @@ import { changeOf, stateAfter, type RecordChange } from '../db/queries/record-ch
 import { jobbed, loadUpgradeStatesByIds, type UpgradeState } from '../db/queries/upgrade-state.ts';
 import { isTransientDbError, retryTransient } from '../db/transient-errors.ts';
 import type { JobWaker } from './job-waker.ts';
-import type { UpgradeSender } from './upgrade-sender.ts';
+import type { PreparedSend, UpgradeSender } from './upgrade-sender.ts';
 
 /** How long to wait for PostgreSQL to come back and say whether a claim committed. */
 const COMMIT_CHECK_MS = 30_000;
@@ -34,15 +36,21 @@ export class DirectSends {
   /** Claims and sends as many of the task's waiting records as `budget` allows; returns how many. */
   async dispatch(taskId: string, budget: (inFlight: InFlight) => Promise<number>): Promise<number> {
     const sent = new Map<number, UpgradeState>();
+    const prepared = new Map<number, PreparedSend>();
     // dispatch latency (claimed → delivered) is measured from here
     const claimedAt = Date.now();
-    const claim = claimRecordsAndSend(this.db, taskId, budget, (state) => {
-      // queued (the record's dispatch count, and so its job id, moves on) and sent, in one write
-      const result = transitionAll(state.snapshot, [{ type: 'queue', now: claimedAt }, { type: 'send', now: Date.now(), messageId: randomUUID() }], state.policy);
-      if (!result.changed) return undefined;
-      const change = changeOf(state, result);
-      sent.set(state.id, stateAfter(state, change));
-      return change;
+    const claim = claimRecordsAndSend(this.db, taskId, budget, async (states) => {
+      // a database gone now fails the claim, and nothing is written
+      const ready = await Promise.all(states.map((state) => this.sender.prepare(state, claimedAt)));
+      return states.flatMap((state, i) => {
+        // queued (the record's dispatch count, and so its job id, moves on) and sent, in one write
+        const result = transitionAll(state.snapshot, [{ type: 'queue', now: claimedAt }, { type: 'send', now: Date.now(), messageId: randomUUID() }], state.policy);
+        if (!result.changed) return [];
+        const change = changeOf(state, result);
+        sent.set(state.id, stateAfter(state, change));
+        prepared.set(state.id, ready[i]!);
+        return [change];
+      });
     });
     const states = await claim.then(
       (applied: RecordChange[]) => applied.map((change) => sent.get(change.id)!),
@@ -52,7 +60,7 @@ export class DirectSends {
     await this.queue.addBulk(states.map((state) => upgradeJob(jobbed(state), nextWakeAt(state.snapshot) ?? 0)));
     await Promise.all(
       states.map(async (state) => {
-        const outcome = await this.sender.deliver(state, claimedAt);
+        const outcome = await this.sender.deliver(state, prepared.get(state.id)!, claimedAt);
         // a failed delivery may have scheduled a retry sooner than the deadline the job waits for
         if (outcome.kind === 'send_error') this.waker.wake([upgradeJob(jobbed(state)).opts.jobId]);
       }),

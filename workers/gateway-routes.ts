@@ -1,11 +1,13 @@
 // Child devices are reached through their gateway: a connector decorator fills in each outgoing
-// message's route (`via`) from the device registry, so no sender has to know about gateways.
-// Look-ups are batched (every send of a moment shares one query) and briefly cached.
+// message's route (`via`) from the device registry, so most senders need not know about gateways.
+// The upgrade sender reads the route itself, before it writes a send (upgrade-sender.ts). Look-ups
+// are batched (every send of a moment shares one query) and briefly cached.
 import type { Connector, OutgoingDeviceMessage } from '../protocols/connector.ts';
 import type { GatewayRoute } from '../core/messages.ts';
 import type { Db } from '../db/connection.ts';
 import { findGateways } from '../db/queries/devices.ts';
 import { Batcher } from '../core/batcher.ts';
+import { retryTransient } from '../db/transient-errors.ts';
 
 /** A device's gateway as registered: the gateway's product is null when the gateway is not registered. */
 type Registered = { gatewayId: string; gatewayProductId: string | null } | null;
@@ -13,6 +15,8 @@ type Registered = { gatewayId: string; gatewayProductId: string | null } | null;
 /** How long a device's route is reused (retries and reads of one device come in bursts). */
 const CACHE_MS = 2_000;
 const MAX_CACHED = 50_000;
+/** How long a look-up waits for PostgreSQL to come back (a restart) before it fails. */
+const LOOKUP_RETRY_MS = 15_000;
 
 export class GatewayDirectory {
   private readonly db: Db;
@@ -22,7 +26,8 @@ export class GatewayDirectory {
   constructor(db: Db) {
     this.db = db;
     this.lookups = new Batcher<string, Registered>(async (ids) => {
-      const found = await findGateways(this.db, ids);
+      // a send waits out a database restart rather than failing (and being sent again later)
+      const found = await retryTransient(() => findGateways(this.db, ids), { maxRetryTime: LOOKUP_RETRY_MS });
       return ids.map((id) => found.get(id) ?? null);
     }, { maxItems: 1_000, maxWaitMs: 1, concurrency: 4 });
   }

@@ -13,6 +13,7 @@ import { Dispatcher, dispatchStore, type DispatcherOptions } from './dispatcher.
 import { RolloutScheduler, type RolloutSchedulerOptions } from './rollout-scheduler.ts';
 import { listenForDispatch } from '../services/dispatch-signal.ts';
 import type { FirmwareOffers } from './firmware-offers.ts';
+import type { GatewayDirectory } from './gateway-routes.ts';
 import type { JobWaker } from './job-waker.ts';
 import { RecordStore } from './record-store.ts';
 import { Reconciler } from './reconciler.ts';
@@ -34,6 +35,8 @@ export interface WorkerRuntimeDeps {
   connector: Connector;
   metrics: Metrics;
   offers: FirmwareOffers;
+  /** Where child devices are reached: the sender reads a route before it writes the send. */
+  routes: GatewayDirectory;
   messages: DeviceMessageService;
   waker: JobWaker;
   supervisor: TaskSupervisor;
@@ -65,6 +68,7 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
     store,
     connector: deps.connector,
     offers: deps.offers,
+    routes: deps.routes,
     logger,
     onSent: (_state, queuedAt) => {
       metrics.messagesSent.inc({ type: 'UPGRADE_FIRMWARE', result: 'ok' });

@@ -62,19 +62,21 @@ export async function claimRecordsForDispatch(
 
 /**
  * Claims a batch of a task's dispatchable records and marks them sent in the same transaction:
- * `send` gives each record's change (the state machine's queue, then its send, as one change). Returns the changes written; the caller then adds their jobs and delivers the messages.
+ * `send` gives the records' changes (the state machine's queue, then its send, as one change per
+ * record), once it has read what their messages need. Returns the changes written; the caller then
+ * adds their jobs and delivers the messages.
  */
 export async function claimRecordsAndSend(
   db: Db,
   taskId: string,
   budget: (inFlight: InFlight) => Promise<number>,
-  send: (state: UpgradeState) => RecordChange | undefined,
+  send: (states: UpgradeState[]) => Promise<RecordChange[]>,
 ): Promise<RecordChange[]> {
   return db.transaction().execute(async (trx) => {
     const limit = await lockedBudget(trx, taskId, budget);
     if (limit <= 0) return [];
     const states = await lockUpgradeStates(trx, { taskId, dispatchable: true, skipLocked: true }, undefined, limit);
-    const changes = states.flatMap((state) => send(state) ?? []);
+    const changes = await send(states);
     const { applied } = await applyRecordChanges(trx, changes);
     return applied;
   });

@@ -17,6 +17,7 @@ import { changeOf, stateAfter, type RecordChange } from '../../db/queries/record
 import type { UpgradeState } from '../../db/queries/upgrade-state.ts';
 import type { ApplyResult } from '../../workers/record-store.ts';
 import type { SendOutcome } from '../../workers/upgrade-sender.ts';
+import { DatabaseUnavailableError } from '../../db/transient-errors.ts';
 import { POLICY, T0, queuedRecord, sentRecord } from '../helpers/record-fixtures.ts';
 
 const RECORD_ID = 7;
@@ -397,6 +398,17 @@ describe('upgrade job step: bounds and the database', () => {
     const { result, delayed } = run();
     await expect(result).rejects.toBeInstanceOf(DelayedError);
     expect(delayed.map((d) => d.timestamp)).toEqual([T0 + 3_000]);
+  });
+
+  it('a send that cannot read what its message needs (DatabaseUnavailableError) parks the job', async () => {
+    const { run, sender, store } = setup(upgradeState({}));
+    sender.send = async () => {
+      throw new DatabaseUnavailableError(new Error('connect ECONNREFUSED 127.0.0.1:5432'), 15_000);
+    };
+    const { result, delayed } = run();
+    await expect(result).rejects.toBeInstanceOf(DelayedError);
+    expect(delayed.map((d) => d.timestamp)).toEqual([T0 + 3_000]);
+    expect(store.written).toEqual([]);
   });
 
   it('any other error is rethrown as it is, and the job is not parked', async () => {
