@@ -1,5 +1,6 @@
 // Records at the points unit tests start from, around one moment T0, under one push policy.
 import { newRecord, type RecordSnapshot, type UpgradePolicy } from '../../core/record-machine.ts';
+import type { UpgradeState } from '../../db/queries/upgrade-state.ts';
 
 export const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 
@@ -29,5 +30,25 @@ export function sentRecord(queued: RecordSnapshot): RecordSnapshot {
     responseDeadlineAt: T0 + 50_000,
     pushRequested: false,
     queuedAt: null,
+  };
+}
+
+/** Record 7 of task-1 (device dev-1) at revision 4, its task running, with `snapshot`. */
+export function upgradeStateOf(snapshot: RecordSnapshot, overrides: Partial<Omit<UpgradeState, 'snapshot'>> = {}): UpgradeState {
+  return {
+    id: 7,
+    taskId: 'task-1',
+    firmwareId: 'fw-1',
+    deviceId: 'dev-1',
+    productId: 'prod-1',
+    wave: 0,
+    revision: 4,
+    taskState: 'running',
+    taskSuccess: 0,
+    windows: null,
+    rollout: {},
+    policy: POLICY,
+    snapshot,
+    ...overrides,
   };
 }

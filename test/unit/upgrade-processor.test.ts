@@ -18,7 +18,7 @@ import type { UpgradeState } from '../../db/queries/upgrade-state.ts';
 import type { ApplyResult } from '../../workers/record-store.ts';
 import type { SendOutcome } from '../../workers/upgrade-sender.ts';
 import { DatabaseUnavailableError } from '../../db/transient-errors.ts';
-import { POLICY, T0, queuedRecord, sentRecord } from '../helpers/record-fixtures.ts';
+import { POLICY, T0, queuedRecord, sentRecord, upgradeStateOf } from '../helpers/record-fixtures.ts';
 
 const RECORD_ID = 7;
 
@@ -28,22 +28,7 @@ const WAITING: RecordSnapshot = queuedRecord(5_000);
 const PROCESSING: RecordSnapshot = sentRecord(WAITING);
 
 function upgradeState(snapshot: Partial<RecordSnapshot>, overrides: Partial<Omit<UpgradeState, 'snapshot'>> = {}): UpgradeState {
-  return {
-    id: RECORD_ID,
-    taskId: 'task-1',
-    firmwareId: 'fw-1',
-    deviceId: 'dev-1',
-    productId: 'prod-1',
-    wave: 0,
-    revision: 4,
-    taskState: 'running',
-    taskSuccess: 0,
-    windows: null,
-    rollout: {},
-    policy: POLICY,
-    snapshot: { ...WAITING, ...snapshot },
-    ...overrides,
-  };
+  return upgradeStateOf({ ...WAITING, ...snapshot }, { id: RECORD_ID, ...overrides });
 }
 
 /** One record in memory; changes are written as otter_write_records writes them: over their revision only. */

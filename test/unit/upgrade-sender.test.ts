@@ -9,25 +9,11 @@ import type { UpgradeState } from '../../db/queries/upgrade-state.ts';
 import { DatabaseUnavailableError } from '../../db/transient-errors.ts';
 import type { ApplyResult } from '../../workers/record-store.ts';
 import { UpgradeSender } from '../../workers/upgrade-sender.ts';
-import { POLICY, queuedRecord } from '../helpers/record-fixtures.ts';
+import { queuedRecord, upgradeStateOf } from '../helpers/record-fixtures.ts';
 
 const OFFER: FirmwareOffer = { firmwareId: 'fw-1', version: '2.0.0', url: 'https://firmware.example.com/fw.bin', parameters: {} };
 
-const QUEUED: UpgradeState = {
-  id: 7,
-  taskId: 'task-1',
-  firmwareId: 'fw-1',
-  deviceId: 'dev-1',
-  productId: 'prod-1',
-  wave: 0,
-  revision: 4,
-  taskState: 'running',
-  taskSuccess: 0,
-  windows: null,
-  rollout: {},
-  policy: POLICY,
-  snapshot: queuedRecord(5_000),
-};
+const QUEUED: UpgradeState = upgradeStateOf(queuedRecord(5_000));
 
 /**
  * One record in memory, written over its revision only. `loseCommitAnswer`: the write is made but
