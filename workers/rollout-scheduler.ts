@@ -1,7 +1,8 @@
 // Moves rollout strategies along (docs/strategies.md), once a second in every worker process:
 // the gate of each waved task's open wave (soak, approval, pass or pause), tasks past their endAt,
 // and, every few seconds, the enrolment of devices that came to match a continuous task. Every
-// write is guarded by what was read, so several processes doing this at once agree.
+// write is guarded by what was read, so several processes doing this at once agree; enrolment, the
+// one heavy step, is also leased per task, so one process at a time does it.
 import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import type { Logger } from 'pino';
 import type { Db } from '../db/connection.ts';
@@ -20,6 +21,11 @@ export interface RolloutSchedulerOptions {
   enrolIntervalMs?: number;
   /** The clock soak times are measured by; Date.now unless a test moves it. */
   clock?: () => number;
+  /**
+   * Takes the lease of a task's enrolment for `ms`; false while another process holds it. Without
+   * one, every process enrols every task (idempotent, only repeated work).
+   */
+  enrolLease?: (taskId: string, ms: number) => Promise<boolean>;
 }
 
 export class RolloutScheduler {
@@ -41,6 +47,7 @@ export class RolloutScheduler {
       intervalMs: options.intervalMs ?? 1_000,
       enrolIntervalMs: options.enrolIntervalMs ?? 5_000,
       clock: options.clock ?? Date.now,
+      enrolLease: options.enrolLease ?? (async () => true),
     };
     this.loop = new RoundLoop(
       async () => {
@@ -104,6 +111,8 @@ export class RolloutScheduler {
   /** Each running continuous task released again with its selection: only new matches are added. */
   private async enrol(): Promise<void> {
     for (const task of await findContinuousTasks(this.db)) {
+      // a little under the interval, so the next round (here or elsewhere) takes it again
+      if (!(await this.options.enrolLease(task.id, this.options.enrolIntervalMs * 0.8))) continue;
       const { push, ...selection } = task.selection;
       const result = await releaseToDevices(
         this.db,

@@ -113,7 +113,10 @@ export async function startWorkerRuntime(deps: WorkerRuntimeDeps): Promise<Worke
   dispatcher.start();
   const reconciler = new Reconciler(db, queue, logger, config.reconcileIntervalMs);
   reconciler.start();
-  const scheduler = new RolloutScheduler(db, queue, logger, () => dispatcher.poke(), strategies);
+  const scheduler = new RolloutScheduler(db, queue, logger, () => dispatcher.poke(), {
+    enrolLease: async (taskId, ms) => (await deps.redis.set(`${config.queuePrefix}:enrol:${taskId}`, '1', 'PX', Math.ceil(ms), 'NX')) === 'OK',
+    ...strategies,
+  });
   scheduler.start();
   // webhook deliveries: the outbox in Postgres, drained by every worker (docs/operations.md#webhooks)
   const webhooks = new WebhookDeliverer(db, logger, metrics, { retryBaseMs: config.webhookRetryBaseMs });
