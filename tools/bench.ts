@@ -14,6 +14,7 @@ import { Redis } from 'ioredis';
 import pg from 'pg';
 import { startBroker, type Broker } from './broker.ts';
 import { freePort } from './ports.ts';
+import { cpuSeconds } from './process-cpu.ts';
 import { fleetDeviceIds } from './fleet.ts';
 import { OtterClient } from './otter-client.ts';
 import { startRedisCluster, type LocalRedisCluster } from './redis-cluster.ts';
@@ -76,17 +77,6 @@ function percentile(sorted: number[], p: number): number {
 function rssMb(pid: number): number {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   return Math.round(Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0) / 1024);
-}
-
-/** CPU time (user + system) a process has used so far, in seconds; 0 once it is gone. */
-function cpuSeconds(pid: number): number {
-  try {
-    // the fields after the command's closing parenthesis: utime and stime are the 12th and 13th, in ticks of 1/100 s
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return (Number(fields[11]) + Number(fields[12])) / 100;
-  } catch {
-    return 0;
-  }
 }
 
 /**
