@@ -5,7 +5,7 @@
 // (otter_release_tpl_N; `--drop-template` removes it); each run releases in a fresh copy of it,
 // migrated to the latest migration, and drops the copy afterwards.
 import { parseArgs } from 'node:util';
-import type { Queue } from 'bullmq';
+import type { UpgradeQueues } from '../services/upgrade-queues.ts';
 import { sql } from 'kysely';
 import pg from 'pg';
 import { createDb, type Db } from '../db/connection.ts';
@@ -118,7 +118,7 @@ async function timeOneRelease(run: number): Promise<Timing> {
       abort: null, startAt: null, windows: null, continuous: false, endAt: null,
     });
     // the queue is only used to remove jobs on cancel; the signal has no listener here
-    const service = new TaskService(db, {} as Queue, { poke: () => {} });
+    const service = new TaskService(db, {} as UpgradeQueues, { poke: () => {} });
     await admin((client) => client.query('CHECKPOINT'));
     const cpuBefore = await backendCpu(name);
     const nodeBefore = process.cpuUsage();

@@ -10,6 +10,12 @@ CREATE FUNCTION otter_iso_ms(at timestamptz) RETURNS text LANGUAGE sql STABLE AS
   SELECT to_char(at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"')
 $fn$;
 
+-- a task's or a wave's record counts, as events show them
+CREATE FUNCTION otter_counts_json(total integer, waiting integer, processing integer, success integer, failed integer, canceled integer)
+  RETURNS json LANGUAGE sql IMMUTABLE AS $fn$
+  SELECT json_build_object('total', total, 'waiting', waiting, 'processing', processing, 'success', success, 'failed', failed, 'canceled', canceled)
+$fn$;
+
 CREATE TABLE webhook_outbox (
   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
   webhook_id uuid NOT NULL,
@@ -67,8 +73,7 @@ BEGIN
            json_build_object('taskId', NEW.id, 'productId', NEW.product_id, 'name', NEW.name,
              'firmwareId', NEW.firmware_id, 'version', NEW.firmware_version,
              'state', NEW.state, 'previousState', OLD.state,
-             'stats', json_build_object('total', NEW.total, 'waiting', NEW.waiting, 'processing', NEW.processing,
-               'success', NEW.success, 'failed', NEW.failed, 'canceled', NEW.canceled))))
+             'stats', otter_counts_json(NEW.total, NEW.waiting, NEW.processing, NEW.success, NEW.failed, NEW.canceled))))
   FROM webhooks w
   CROSS JOIN (VALUES (1, 'task.state_changed'), (2, 'task.completed')) AS k(ord, type)
   WHERE k.type = ANY (w.events) AND (w.product_id IS NULL OR w.product_id = NEW.product_id)
@@ -111,11 +116,10 @@ BEGIN
          json_build_array(json_build_object('type', 'wave.gate', 'at', otter_iso_ms(clock_timestamp()), 'data',
            json_build_object('taskId', NEW.task_id, 'productId', t.product_id, 'wave', NEW.index,
              'state', NEW.state, 'previousState', OLD.state,
-             'stats', json_build_object('total', NEW.total, 'waiting', NEW.waiting, 'processing', NEW.processing,
-               'success', NEW.success, 'failed', NEW.failed, 'canceled', NEW.canceled))))
-  FROM upgrade_tasks t
-  JOIN webhooks w ON 'wave.gate' = ANY (w.events) AND (w.product_id IS NULL OR w.product_id = t.product_id)
-  WHERE t.id = NEW.task_id
+             'stats', otter_counts_json(NEW.total, NEW.waiting, NEW.processing, NEW.success, NEW.failed, NEW.canceled))))
+  FROM webhooks w
+  JOIN upgrade_tasks t ON t.id = NEW.task_id
+  WHERE 'wave.gate' = ANY (w.events) AND (w.product_id IS NULL OR w.product_id = t.product_id)
   ORDER BY w.id;
   RETURN NULL;
 END

@@ -14,6 +14,7 @@ import * as webhooks from './0011_webhooks.ts';
 import * as deviceTags from './0012_device_tags.ts';
 import * as rolloutStrategies from './0013_rollout_strategies.ts';
 import * as queuedRecords from './0014_queued_records.ts';
+import * as releaseBatches from './0015_release_batches.ts';
 import * as webhookOutboxRows from './0016_webhook_outbox_rows.ts';
 
 export const migrations: Record<string, Migration> = {
@@ -31,5 +32,6 @@ export const migrations: Record<string, Migration> = {
   '0012_device_tags': deviceTags,
   '0013_rollout_strategies': rolloutStrategies,
   '0014_queued_records': queuedRecords,
+  '0015_release_batches': releaseBatches,
   '0016_webhook_outbox_rows': webhookOutboxRows,
 };

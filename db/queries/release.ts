@@ -1,10 +1,16 @@
-// Releasing a task to devices: one set-based statement classifies every candidate device (skip
-// reasons of docs/states-and-rules.md#release) and inserts a `waiting` record with its `released` event for each of the
-// others — whether the fleet has ten devices or a hundred thousand. A record is born here; every
-// later change of it goes through the state machine (db/queries/record-changes.ts).
+// Releasing a task to devices: every candidate device is classified (skip reasons of
+// docs/states-and-rules.md#release) and each of the others gets a `waiting` record with its
+// `released` event. A large release runs in batches of devices, each its own transaction, two at
+// once (docs/scaling.md#release); every batch is safe to run again, so a release cut short is
+// finished by releasing again. A record is born here; every later change of it goes through the
+// state machine (db/queries/record-changes.ts).
 import { sql } from 'kysely';
 import type { Db } from '../connection.ts';
 import type { RolloutLimits } from '../../core/tasks.ts';
+import { conflict } from '../../core/errors.ts';
+import { releaseBatch, SKIPPED_DEVICES_LISTED } from './release-batch.ts';
+import { productDevicesFilter, type ReleaseBatch } from './release-candidates.ts';
+import { wavePlacement, withBoundaries, type WavePlacement } from './release-waves.ts';
 
 export type SkipReason = 'already_on_version' | 'busy' | 'version_filtered' | 'unknown_device' | 'already_in_task';
 
@@ -29,7 +35,14 @@ export interface ReleaseResult {
   skippedDevices: Array<{ deviceId: string; reason: SkipReason }>;
 }
 
-const SKIPPED_DEVICES_LISTED = 100;
+/** Batches released at once: one per core of the 2-core machine docs/scaling.md measures on. */
+const RELEASE_LANES = 2;
+/** A batch's candidates: at least this many (but for the last), so a small release is one batch… */
+const BATCH_MIN = 25_000;
+/** …and at most this many, so no transaction holds a million rows. */
+const BATCH_MAX = 100_000;
+/** The share of the devices table's pages sampled to cut a release into batches. */
+const SAMPLE_PERCENT = 1;
 
 export async function releaseToDevices(
   db: Db,
@@ -37,125 +50,158 @@ export async function releaseToDevices(
   selection: ReleaseSelection,
   options: { push: boolean },
 ): Promise<ReleaseResult> {
-  const fromVersions = selection.fromVersions && selection.fromVersions.length > 0 ? selection.fromVersions : null;
-  const candidates =
-    'allDevices' in selection
-      ? sql`SELECT d.id AS device_id FROM devices d WHERE d.product_id = ${target.productId}`
-      : 'tags' in selection
-        ? sql`SELECT d.id AS device_id FROM devices d
-              WHERE d.product_id = ${target.productId} AND d.tags @> ${JSON.stringify(selection.tags)}::jsonb`
-        : sql`SELECT DISTINCT unnest(${selection.deviceIds}::text[]) AS device_id`;
-
-  return db.transaction().execute(async (trx) => {
-    const placement = await wavePlacement(trx, target);
-    const { rows } = await sql<{ device_id: string; reason: SkipReason | null; record_id: number | null }>`
-      WITH candidate AS (${candidates}),
-      classified AS (
-        SELECT c.device_id, d.firmware_version,
-          CASE
-            WHEN d.id IS NULL OR d.product_id <> ${target.productId} THEN 'unknown_device'
-            WHEN EXISTS (SELECT 1 FROM upgrade_records r WHERE r.task_id = ${target.taskId} AND r.device_id = c.device_id)
-              THEN 'already_in_task'
-            WHEN d.firmware_version = ${target.targetVersion} THEN 'already_on_version'
-            WHEN ${fromVersions}::text[] IS NOT NULL
-              AND (d.firmware_version IS NULL OR NOT d.firmware_version = ANY(${fromVersions}::text[]))
-              THEN 'version_filtered'
-            WHEN EXISTS (SELECT 1 FROM upgrade_records r
-                         WHERE r.device_id = c.device_id AND r.state IN ('waiting', 'processing'))
-              THEN 'busy'
-          END AS reason
-        FROM candidate c LEFT JOIN devices d ON d.id = c.device_id
+  const batches = await planBatches(db, target, selection);
+  if (batches.length === 1) {
+    // one transaction, as a release always was (a waved task's row locked from its placement on)
+    return attemptBatch(null, (attempt) =>
+      db.transaction().execute(async (trx) => {
+        await takeReleaseLock(trx, target.taskId);
+        const placement = await withBoundaries(trx, target, selection, await wavePlacement(trx, target));
+        return checkedBatch(trx, target, selection, batches[0]!, { ...attempt, push: options.push, placement });
+      }),
+    );
+  }
+  return db.transaction().execute(async (lockTrx) => {
+    await takeReleaseLock(lockTrx, target.taskId);
+    // committed before any batch: their records count into the wave rows it makes
+    const placed = await db.transaction().execute((trx) => wavePlacement(trx, target));
+    const placement = await withBoundaries(lockTrx, target, selection, placed);
+    const results = await inLanes(batches, RELEASE_LANES, (batch) =>
+      attemptBatch(placement.openWave, (attempt) =>
+        db.transaction().execute((trx) => checkedBatch(trx, target, selection, batch, { ...attempt, push: options.push, placement })),
       ),
-      eligible AS (${placement.waves === null ? sql`SELECT device_id, firmware_version FROM classified WHERE reason IS NULL` : rankedEligible(target, placement)}),
-      inserted AS (
-        INSERT INTO upgrade_records (task_id, firmware_id, device_id, product_id, from_version, target_version, push_requested, wave)
-        SELECT ${target.taskId}, ${target.firmwareId}, device_id, ${target.productId}, firmware_version,
-               ${target.targetVersion}, ${options.push}, ${placement.waves === null ? sql`0` : waveOfRank(placement)}
-        FROM eligible
-        ORDER BY device_id
-        -- a device that became busy in another task meanwhile: skipped, never two active records
-        ON CONFLICT DO NOTHING
-        RETURNING id, device_id
-      ),
-      released AS (
-        INSERT INTO record_events (record_id, type, attempt) SELECT id, 'released', 0 FROM inserted
-      )
-      SELECT c.device_id, COALESCE(c.reason, CASE WHEN i.id IS NULL THEN 'busy' END) AS reason, i.id AS record_id
-      FROM classified c LEFT JOIN inserted i ON i.device_id = c.device_id`.execute(trx);
-
-    const result: ReleaseResult = { added: 0, skipped: {}, skippedDevices: [] };
-    for (const row of rows) {
-      if (row.reason === null) {
-        result.added += 1;
-        continue;
-      }
-      result.skipped[row.reason] = (result.skipped[row.reason] ?? 0) + 1;
-      if (result.skippedDevices.length < SKIPPED_DEVICES_LISTED) {
-        result.skippedDevices.push({ deviceId: row.device_id, reason: row.reason });
-      }
-    }
-    // the task's counters follow the inserted records by trigger (migration 0010)
-    return result;
+    );
+    return merged(results);
   });
 }
 
-interface WavePlacement {
-  /** Each wave's kind and cumulative value, or null for a task without waves. */
-  waves: { kinds: string[]; values: number[] } | null;
-  firstDeviceIds: string[];
-  /** Records the task had before this release: the new ones rank after them. */
-  existing: number;
-  /** The wave the dispatcher sends to now: a record born later joins no wave already passed. */
-  openWave: number;
+/**
+ * Releases to one task take turns, whether from the API or a continuous task's enrolment in any
+ * process: a release ranks its records after the task's earlier ones (waves), and a batch never
+ * races another release's batch for the same device of the task.
+ */
+async function takeReleaseLock(trx: Db, taskId: string): Promise<void> {
+  await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`otter-release:${taskId}`}, 0))`.execute(trx);
 }
 
 /**
- * Readies a waved task for new records: locks its row (releases to one task take turns, so ranks
- * never collide), makes sure its wave rows exist, and opens wave 1 the first time.
+ * The batches of a release: ranges of the product's device ids, cut where a sample of them (1 % of
+ * the table's pages, read in milliseconds; the same pages each time) puts equal shares, as many as
+ * make batches of BATCH_MIN to BATCH_MAX devices and enough for every lane. Any cut is correct (the
+ * ranges cover every id); the sample only evens them out. Chosen ids are cut alike, exactly.
  */
-async function wavePlacement(trx: Db, target: ReleaseTarget): Promise<WavePlacement> {
-  const waves = target.rollout?.waves;
-  const firstDeviceIds = target.rollout?.firstDeviceIds ?? [];
-  if (!waves || waves.length === 0) return { waves: null, firstDeviceIds, existing: 0, openWave: 0 };
-  const { rows } = await sql<{ total: number; open_wave: number | null }>`
-    SELECT total, open_wave FROM upgrade_tasks WHERE id = ${target.taskId} FOR UPDATE`.execute(trx);
-  const openWave = rows[0]?.open_wave ?? 1;
-  await sql`
-    INSERT INTO task_waves (task_id, index, state)
-    SELECT ${target.taskId}, n, CASE WHEN n < ${openWave} THEN 'passed' WHEN n = ${openWave} THEN 'running' ELSE 'pending' END
-    FROM generate_series(1, ${waves.length}) AS n
-    ON CONFLICT DO NOTHING`.execute(trx);
-  await sql`UPDATE upgrade_tasks SET open_wave = ${openWave} WHERE id = ${target.taskId} AND open_wave IS NULL`.execute(trx);
-  return {
-    waves: {
-      kinds: waves.map((wave) => ('percent' in wave ? 'percent' : 'devices')),
-      values: waves.map((wave) => ('percent' in wave ? wave.percent : wave.devices)),
-    },
-    firstDeviceIds,
-    existing: rows[0]?.total ?? 0,
-    openWave,
+async function planBatches(db: Db, target: ReleaseTarget, selection: ReleaseSelection): Promise<ReleaseBatch[]> {
+  if ('deviceIds' in selection) {
+    const ids = [...new Set(selection.deviceIds)].sort();
+    const size = batchSize(ids.length);
+    const batches: ReleaseBatch[] = [];
+    for (let i = 0; i < ids.length; i += size) batches.push({ deviceIds: ids.slice(i, i + size) });
+    return batches.length > 0 ? batches : [{ deviceIds: [] }];
+  }
+  const { rows } = await sql<{ device_id: string }>`
+    SELECT d.id AS device_id FROM devices d TABLESAMPLE SYSTEM (${SAMPLE_PERCENT}) REPEATABLE (0)
+    WHERE ${productDevicesFilter(target, selection)} ORDER BY d.id`.execute(db);
+  const estimate = (rows.length * 100) / SAMPLE_PERCENT;
+  const count = Math.ceil(estimate / batchSize(estimate));
+  const starts = new Set<string>();
+  for (let k = 1; k < count; k += 1) starts.add(rows[Math.floor((k * rows.length) / count)]!.device_id);
+  const cuts = [...starts];
+  return [null, ...cuts].map((from, i) => ({ from, to: cuts[i] ?? null }));
+}
+
+/** A release of `count` devices in batches of this many: enough batches for every lane. */
+function batchSize(count: number): number {
+  return Math.min(BATCH_MAX, Math.max(BATCH_MIN, Math.ceil(count / RELEASE_LANES)));
+}
+
+/** How a batch is tried: with a plain INSERT first, and placing records from this open wave on. */
+interface Attempt {
+  skipConflicts: boolean;
+  openWave: number | null;
+}
+
+/** The open wave moved on while a batch was inserting: it is done again, placing from there. */
+class WaveMovedError extends Error {
+  readonly openWave: number;
+
+  constructor(openWave: number) {
+    super(`the open wave moved to ${openWave} during a release`);
+    this.name = 'WaveMovedError';
+    this.openWave = openWave;
+  }
+}
+
+/** Runs a batch's transaction again (it rolled back) after a unique violation or a wave that moved. */
+async function attemptBatch(openWave: number | null, run: (attempt: Attempt) => Promise<ReleaseResult>): Promise<ReleaseResult> {
+  let attempt: Attempt = { skipConflicts: false, openWave };
+  for (;;) {
+    try {
+      return await run(attempt);
+    } catch (error) {
+      if (error instanceof WaveMovedError) attempt = { ...attempt, openWave: error.openWave };
+      else if ((error as { code?: string }).code === '23505' && !attempt.skipConflicts) attempt = { ...attempt, skipConflicts: true };
+      else throw error;
+    }
+  }
+}
+
+/**
+ * One batch, then a look at its task, whose row the counter trigger locked for the rest of the
+ * transaction: a task closed meanwhile takes no more records, and a wave opened meanwhile gets
+ * none placed before it.
+ */
+async function checkedBatch(
+  trx: Db,
+  target: ReleaseTarget,
+  selection: ReleaseSelection,
+  batch: ReleaseBatch,
+  options: Attempt & { push: boolean; placement: WavePlacement },
+): Promise<ReleaseResult> {
+  const { placement } = options;
+  const openWave = Math.max(placement.openWave, options.openWave ?? 0);
+  const result = await releaseBatch(trx, target, selection, batch, { ...options, placement: { ...placement, openWave } });
+  if (result.added === 0) return result;
+  const { rows } = await sql<{ state: string; open_wave: number | null }>`
+    SELECT state, open_wave FROM upgrade_tasks WHERE id = ${target.taskId}`.execute(trx);
+  const task = rows[0];
+  if (!task || task.state === 'canceled' || task.state === 'aborted') {
+    throw conflict('task_closed', `task ${target.taskId} was closed during its release`);
+  }
+  if (placement.waves !== null && task.open_wave !== null && task.open_wave > openWave) throw new WaveMovedError(task.open_wave);
+  return result;
+}
+
+/** Runs `work` on every item, `lanes` at once; after a failure starts no more, and throws it once the rest are done. */
+async function inLanes<T, R>(items: readonly T[], lanes: number, work: (item: T) => Promise<R>): Promise<R[]> {
+  const results: R[] = [];
+  let next = 0;
+  let failed = false;
+  const lane = async () => {
+    while (!failed && next < items.length) {
+      const i = next++;
+      try {
+        results[i] = await work(items[i]!);
+      } catch (error) {
+        failed = true;
+        throw error;
+      }
+    }
   };
+  const settled = await Promise.allSettled(Array.from({ length: Math.min(lanes, items.length) }, lane));
+  const rejected = settled.find((outcome): outcome is PromiseRejectedResult => outcome.status === 'rejected');
+  if (rejected) throw rejected.reason;
+  return results;
 }
 
-/** The eligible devices of a waved task, in its stable random order, its first devices ahead. */
-function rankedEligible(target: ReleaseTarget, placement: WavePlacement) {
-  return sql`
-    SELECT device_id, firmware_version,
-      row_number() OVER (ORDER BY device_id = ANY(${placement.firstDeviceIds}::text[]) DESC,
-                                  md5(${target.taskId}::text || device_id), device_id) AS rank,
-      count(*) OVER () AS batch
-    FROM classified WHERE reason IS NULL`;
-}
-
-/**
- * The wave of an eligible record (docs/strategies.md#waves): the first whose cumulative size over
- * the task's records reaches the record's rank, the last past them all, and never one before the
- * open wave.
- */
-function waveOfRank(placement: WavePlacement) {
-  const { waves, existing, openWave } = placement;
-  return sql`greatest(${openWave}::int, coalesce(
-    (SELECT min(s.k) FROM unnest(${waves!.kinds}::text[], ${waves!.values}::float8[]) WITH ORDINALITY AS s(kind, value, k)
-     WHERE ${existing}::int + rank <= CASE WHEN s.kind = 'percent' THEN ceil(s.value * (${existing}::int + batch) / 100.0) ELSE s.value END),
-    ${waves!.kinds.length}::int))::smallint`;
+/** The batches' results as one: batches are in device order, so are the skipped devices listed. */
+function merged(results: readonly ReleaseResult[]): ReleaseResult {
+  const total: ReleaseResult = { added: 0, skipped: {}, skippedDevices: [] };
+  for (const result of results) {
+    total.added += result.added;
+    for (const [reason, n] of Object.entries(result.skipped) as Array<[SkipReason, number]>) {
+      total.skipped[reason] = (total.skipped[reason] ?? 0) + n;
+    }
+    total.skippedDevices.push(...result.skippedDevices.slice(0, SKIPPED_DEVICES_LISTED - total.skippedDevices.length));
+  }
+  return total;
 }
