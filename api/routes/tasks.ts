@@ -69,17 +69,23 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
    * Waves are fixed once a task is released (its records are placed in them, or not): a change
    * that leaves them out keeps them, one that changes them is refused.
    */
-  async function keepWaves(taskId: string, changes: TaskPatch): Promise<TaskPatch> {
-    if (!changes.rollout) return changes;
+  async function keepWaves(taskId: string, changes: TaskPatch): Promise<{ changes: TaskPatch; unreleased: boolean }> {
+    if (!changes.rollout) return { changes, unreleased: false };
     const task = await app.tasks.get(taskId);
-    // a task never released has no records to place: anything goes
-    if (task.open_wave === null && task.total === 0) return changes;
     const { waves, firstDeviceIds } = task.rollout;
-    const rollout = { ...changes.rollout, waves: changes.rollout.waves ?? waves, firstDeviceIds: changes.rollout.firstDeviceIds ?? firstDeviceIds };
-    if (!isDeepStrictEqual(rollout.waves, waves) || !isDeepStrictEqual(rollout.firstDeviceIds, firstDeviceIds)) {
-      throw conflict('waves_fixed', `task ${taskId} is released: its waves and first devices are fixed; send them unchanged or leave them out`);
+    // a task never released has no records to place: its rollout is replaced as sent, as long as it
+    // is still unreleased when the change is written (updateTask checks that in the same statement)
+    if (task.open_wave === null && task.total === 0) {
+      const same = isDeepStrictEqual(changes.rollout.waves, waves) && isDeepStrictEqual(changes.rollout.firstDeviceIds, firstDeviceIds);
+      return { changes, unreleased: !same };
     }
-    return { ...changes, rollout };
+    const rollout = { ...changes.rollout, waves: changes.rollout.waves ?? waves, firstDeviceIds: changes.rollout.firstDeviceIds ?? firstDeviceIds };
+    if (!isDeepStrictEqual(rollout.waves, waves) || !isDeepStrictEqual(rollout.firstDeviceIds, firstDeviceIds)) throw wavesFixed(taskId);
+    return { changes: { ...changes, rollout }, unreleased: false };
+  }
+
+  function wavesFixed(taskId: string) {
+    return conflict('waves_fixed', `task ${taskId} is released: its waves and first devices are fixed; send them unchanged or leave them out`);
   }
 
   app.post('/tasks', {
@@ -151,9 +157,10 @@ const taskRoutes: FastifyPluginAsyncTypebox = async (app) => {
     },
   }, async (request, reply) => {
     checkStrategy(request.body);
-    const changes = await keepWaves(request.params.id, request.body);
-    const outcome = await updateTask(app.db, request.params.id, changes, ifMatchRevisions(request.headers['if-match']));
+    const { changes, unreleased } = await keepWaves(request.params.id, request.body);
+    const outcome = await updateTask(app.db, request.params.id, changes, ifMatchRevisions(request.headers['if-match']), unreleased);
     if (outcome.kind === 'not_found') throw notFound('task', request.params.id);
+    if (outcome.kind === 'released') throw wavesFixed(request.params.id);
     if (outcome.kind === 'stale') throw preconditionFailed('task', request.params.id, outcome.revision);
     app.dispatchSignal.poke(outcome.row.id);
     reply.header('etag', etagOf(outcome.row.revision));

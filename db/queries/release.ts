@@ -46,23 +46,23 @@ const SAMPLE_PERCENT = 1;
 
 export async function releaseToDevices(
   db: Db,
-  target: ReleaseTarget,
+  requested: ReleaseTarget,
   selection: ReleaseSelection,
   options: { push: boolean },
 ): Promise<ReleaseResult> {
-  const batches = await planBatches(db, target, selection);
+  const batches = await planBatches(db, requested, selection);
   if (batches.length === 1) {
     // one transaction, as a release always was (a waved task's row locked from its placement on)
     return attemptBatch(null, (attempt) =>
       db.transaction().execute(async (trx) => {
-        await takeReleaseLock(trx, target.taskId);
+        const target = await takeReleaseLock(trx, requested);
         const placement = await withBoundaries(trx, target, selection, await wavePlacement(trx, target));
         return checkedBatch(trx, target, selection, batches[0]!, { ...attempt, push: options.push, placement });
       }),
     );
   }
   return db.transaction().execute(async (lockTrx) => {
-    await takeReleaseLock(lockTrx, target.taskId);
+    const target = await takeReleaseLock(lockTrx, requested);
     // committed before any batch: their records count into the wave rows it makes
     const placed = await db.transaction().execute((trx) => wavePlacement(trx, target));
     const placement = await withBoundaries(lockTrx, target, selection, placed);
@@ -80,7 +80,16 @@ export async function releaseToDevices(
  * process: a release ranks its records after the task's earlier ones (waves), and a batch never
  * races another release's batch for the same device of the task.
  */
-async function takeReleaseLock(trx: Db, taskId: string): Promise<void> {
+async function takeReleaseLock(trx: Db, target: ReleaseTarget): Promise<ReleaseTarget> {
+  await lockTaskReleases(trx, target.taskId);
+  // the waves as they are now: a PATCH of them takes this lock too, so it lands wholly before
+  // this release or finds the task released (db/queries/tasks.ts, updateTask)
+  const { rows } = await sql<{ rollout: RolloutLimits }>`SELECT rollout FROM upgrade_tasks WHERE id = ${target.taskId}`.execute(trx);
+  return rows[0] ? { ...target, rollout: rows[0].rollout } : target;
+}
+
+/** Waits for the task's release lock, held until the end of `trx`. */
+export async function lockTaskReleases(trx: Db, taskId: string): Promise<void> {
   await sql`SELECT pg_advisory_xact_lock(hashtextextended(${`otter-release:${taskId}`}, 0))`.execute(trx);
 }
 

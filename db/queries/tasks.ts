@@ -8,6 +8,7 @@ import type { AbortPolicy, RecordState, RetryPolicy, RolloutLimits, TaskMode, St
 import type { MaintenanceWindow } from '../../core/maintenance-windows.ts';
 import { transitionRecords } from './record-transitions.ts';
 import { pageOf } from './paging.ts';
+import { lockTaskReleases } from './release.ts';
 
 export interface NewTask {
   firmwareId: string;
@@ -44,7 +45,7 @@ export interface TaskChanges {
 /** The revisions a change is based on (from If-Match): it applies only to a row at one of them. */
 export type ExpectedRevisions = readonly number[] | undefined;
 
-export type TaskUpdateOutcome = { kind: 'updated'; row: TaskRow } | { kind: 'not_found' } | { kind: 'stale'; revision: number };
+export type TaskUpdateOutcome = { kind: 'updated'; row: TaskRow } | { kind: 'not_found' } | { kind: 'stale'; revision: number } | { kind: 'released' };
 export type TaskDeleteOutcome = { kind: 'deleted' } | { kind: 'active' } | { kind: 'not_found' } | { kind: 'stale'; revision: number };
 
 /** Empty: a condition nothing meets (revisions start at 1). */
@@ -131,7 +132,20 @@ export async function listTasks(db: Db, filter: TaskFilter, page: { limit: numbe
   return pageOf(query, (q) => q.selectAll().orderBy('created_at', 'desc').orderBy('id', 'desc').limit(page.limit).offset(page.offset).execute());
 }
 
-export async function updateTask(db: Db, id: string, changes: TaskChanges, expected?: ExpectedRevisions): Promise<TaskUpdateOutcome> {
+/**
+ * Writes `changes`; given `expected`, only at one of those revisions; with `unreleased`, only while
+ * the task has never been released: a change of its waves then waits for a release under way (the
+ * release lock), so it lands wholly before a release or finds the task released.
+ */
+export async function updateTask(db: Db, id: string, changes: TaskChanges, expected?: ExpectedRevisions, unreleased = false): Promise<TaskUpdateOutcome> {
+  if (!unreleased) return writeTask(db, id, changes, expected, false);
+  return db.transaction().execute(async (trx) => {
+    await lockTaskReleases(trx, id);
+    return writeTask(trx, id, changes, expected, true);
+  });
+}
+
+async function writeTask(db: Db, id: string, changes: TaskChanges, expected: ExpectedRevisions, unreleased: boolean): Promise<TaskUpdateOutcome> {
   let query = db
     .updateTable('upgrade_tasks')
     .set((eb) => ({
@@ -152,10 +166,13 @@ export async function updateTask(db: Db, id: string, changes: TaskChanges, expec
     .where('id', '=', id);
   // in the statement itself: of two writers expecting one revision, the second finds it gone
   if (expected !== undefined) query = query.where('revision', 'in', expectedList(expected));
+  if (unreleased) query = query.where('open_wave', 'is', null).where('total', '=', 0);
   const row = await query.returningAll().executeTakeFirst();
   if (row) return { kind: 'updated', row };
   const current = await findTask(db, id);
-  return current ? { kind: 'stale', revision: current.revision } : { kind: 'not_found' };
+  if (!current) return { kind: 'not_found' };
+  if (expected !== undefined && !expected.includes(current.revision)) return { kind: 'stale', revision: current.revision };
+  return unreleased ? { kind: 'released' } : { kind: 'stale', revision: current.revision };
 }
 
 /**

@@ -395,6 +395,27 @@ describe('waves once released', () => {
     expect((await patchTask(plain.id, { rollout: { maxInFlight: 3 } })).rollout).toEqual({ maxInFlight: 3 });
   });
 
+  it('a PATCH of the waves racing a task\'s first release lands before it or is refused, never after it', async () => {
+    const outcomes = new Set<number>();
+    for (let round = 0; round < 12; round += 1) {
+      const task = await newTask();
+      const devices = Array.from({ length: 4 }, (_, i) => `wv-race-${round}-${i}`);
+      await registerDevices(t.app, t.auth, 'strat-p', devices);
+      const release = call('POST', `/api/tasks/${task.id}/release`, { deviceIds: devices });
+      // the PATCH leaves a little later each round, so some rounds catch the release mid-way
+      await new Promise((resolve) => setTimeout(resolve, round % 4));
+      const patch = await call('PATCH', `/api/tasks/${task.id}`, { rollout: { waves: [{ percent: 50 }, { percent: 100 }] } });
+      expect((await release).statusCode).toBe(200);
+      outcomes.add(patch.statusCode);
+      if (patch.statusCode !== 200) expectError(patch, 409, 'waves_fixed');
+      // whatever the order, the waves the task shows are the ones its records were placed in
+      const after = await getTask(task.id);
+      expect(after.waves.length, `round ${round}: PATCH ${patch.statusCode}`).toBe((after.rollout.waves as unknown[] | undefined)?.length ?? 0);
+      expect((await records(task.id, '?pageSize=10')).items.every((record) => (record.wave === null) === (after.waves.length === 0))).toBe(true);
+    }
+    expect(outcomes.has(409)).toBe(true);
+  });
+
   it('approves a running wave, not a pending one', async () => {
     const pending = await call('POST', `/api/tasks/${waved.id}/waves/2/approve`);
     expectError(pending, 409, 'wave_not_approvable');
