@@ -69,3 +69,10 @@ export async function waitForTask(
 }
 
 export const allFinal = (task: { stats: TaskStats }) => task.stats.total > 0 && task.stats.waiting === 0 && task.stats.processing === 0;
+
+/** What POST /api/tasks/{id}/release answers. */
+export interface ReleaseReply {
+  added: number;
+  skipped: Record<string, number>;
+  skippedDevices: Array<{ deviceId: string; reason: string }>;
+}

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql, type RawBuilder } from 'kysely';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
-import { createFirmware, createTask, registerDevices, taskStats } from '../helpers/rollout.ts';
+import { createFirmware, createTask, registerDevices, taskStats, type ReleaseReply } from '../helpers/rollout.ts';
 
 const PRODUCT = 'batch';
 const FLEET = 60_000;
@@ -24,12 +24,6 @@ const wavedId = (i: number) => `waved-${String(i).padStart(5, '0')}`;
 const WAVED_IDS = Array.from({ length: WAVED_FLEET }, (_, i) => wavedId(i + 1));
 const FIRST_DEVICES = [wavedId(39_999), wavedId(20_000), wavedId(3)];
 const PERCENTS = [1, 10, 100];
-
-interface ReleaseReply {
-  added: number;
-  skipped: Record<string, number>;
-  skippedDevices: Array<{ deviceId: string; reason: string }>;
-}
 
 let t: TestApp;
 let firmwareId: string;

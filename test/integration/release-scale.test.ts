@@ -6,7 +6,7 @@ import { performance } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sql, type RawBuilder } from 'kysely';
 import { buildTestApp, type TestApp } from '../helpers/app.ts';
-import { createFirmware, createTask, taskStats } from '../helpers/rollout.ts';
+import { createFirmware, createTask, taskStats, type ReleaseReply } from '../helpers/rollout.ts';
 
 const PRODUCT = 'scale';
 const TARGET = '2.0.0';
@@ -24,12 +24,6 @@ const isOnVersion = (i: number) => i % 100 === 50;
 /** One device in 200 (never one on the version, none among the last 50) is busy in another task. */
 const isBusy = (i: number) => i % 200 === 1;
 const UNKNOWN_IDS = Array.from({ length: UNKNOWN }, (_, i) => `ghost-${String(i + 1).padStart(4, '0')}`);
-
-interface ReleaseReply {
-  added: number;
-  skipped: Record<string, number>;
-  skippedDevices: Array<{ deviceId: string; reason: string }>;
-}
 
 let t: TestApp;
 let firmwareId: string;
