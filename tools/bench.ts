@@ -401,7 +401,10 @@ async function main(): Promise<Record<string, number | string>> {
   const metricsText = await (await fetch(`${baseUrl}/metrics`, { headers: { authorization: `Bearer ${apiKey}` } })).text();
   const gauge = (name: string) => Number(new RegExp(`^${name} ([0-9.e+-]+)$`, 'm').exec(metricsText)?.[1] ?? 0);
   // the service's largest process (the only one, or the largest worker when split)
-  const peakRss = Math.max(peakRssMb(service.pid!), ...workers.map((worker) => peakRssMb(worker.pid!)));
+  const apiRss = peakRssMb(service.pid!);
+  // the largest worker's (with --single, the one ROLE=all process runs the workers)
+  const workerRss = workers.length > 0 ? Math.max(...workers.map((worker) => peakRssMb(worker.pid!))) : apiRss;
+  const peakRss = Math.max(apiRss, workerRss);
   say(`bench: rollout done in ${rolloutSeconds.toFixed(1)} s: ${JSON.stringify(final.stats)}`);
 
   // every record.final must reach the receiver; how long after the rollout's end the last one came
@@ -495,6 +498,8 @@ async function main(): Promise<Record<string, number | string>> {
     rawBullmqJobsPerSecond: Math.round(rawBullmqJobsPerSecond),
     ratioToRawBullmq: Number((devicesPerSecond / rawBullmqJobsPerSecond).toFixed(3)),
     peakRssMb: peakRss,
+    apiRssMb: apiRss,
+    workerRssMb: workerRss,
     redisBytesPerDevice: Math.round((redisPeak - redisBaseline) / N),
     postgresBytesPerDevice,
     walBytesPerDevice,
