@@ -50,6 +50,9 @@ export interface StartOptions {
   strategies?: StrategyOptions;
 }
 
+/** Connections of the lookup pool: firmware offers and gateway routes are cached, so few are needed. */
+const LOOKUP_POOL_SIZE = 4;
+
 export async function startOtter(config: Config, options: StartOptions = {}): Promise<Otter> {
   const logger = options.logger ?? createLogger(config.logLevel, { role: config.role });
   await checkPostgres(config.databaseUrl);
@@ -66,8 +69,13 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
   const metrics = new Metrics({ defaultMetrics: options.defaultMetrics });
   registerStateGauges(metrics, db, queue);
   const runsWorkers = config.role !== 'api';
+  // What a message needs (its firmware offer, its device's gateway) is read on connections of its
+  // own: the dispatcher reads it while its claim holds records locked, and on the shared pool
+  // that read would queue behind requests that wait for those very locks (pool exhausted, claim
+  // stuck until the pool's timeout). Plain reads of firmware and devices never wait on record locks.
+  const lookups = createDb(config.databaseUrl, LOOKUP_POOL_SIZE);
   // child devices are reached through their gateways, whatever the connector
-  const routes = new GatewayDirectory(db);
+  const routes = new GatewayDirectory(lookups.db);
   const connector = routeThroughGateways(await loadConnector({ config, logger, receive: runsWorkers }), routes);
 
   const readiness = new Readiness();
@@ -79,7 +87,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
     logger.warn('URL_SIGNING_SECRET is not set: download URLs are signed with a random per-process key; set it when running several processes');
   }
 
-  const offers = new FirmwareOffers(db, config);
+  const offers = new FirmwareOffers(lookups.db, config);
   const waker = new JobWaker(queue, logger);
   const supervisor = new TaskSupervisor(db, queue, logger);
   const pulls = new PullRequests(db, queue, offers, logger);
@@ -155,6 +163,7 @@ export async function startOtter(config: Config, options: StartOptions = {}): Pr
       await queue.close();
       redis.disconnect();
       await db.destroy();
+      await lookups.db.destroy();
     },
   };
 }
