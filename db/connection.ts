@@ -17,10 +17,12 @@ export interface DbHandle {
 /**
  * Every query here is short OLTP work on a few hundred rows at most: starting parallel workers for
  * one costs more than it saves, yet the planner chose them for the larger message batches (a fifth
- * fewer devices/s in the benchmark). Set per session rather than as a startup option, which
- * connection poolers such as PgBouncer refuse.
+ * fewer devices/s in the benchmark). JIT compilation likewise: the device-message lookup's estimated
+ * cost passes jit_above_cost, and compiling it took most of its 32 ms per batch, against a few ms
+ * to run it (docs/scaling.md#what-limits-next). Set per session rather than as a startup option,
+ * which connection poolers such as PgBouncer refuse.
  */
-const SESSION_SETUP = 'SET max_parallel_workers_per_gather = 0';
+const SESSION_SETUP = 'SET max_parallel_workers_per_gather = 0; SET jit = off';
 
 export function createDb(databaseUrl: string, max = 10): DbHandle {
   const pool = new pg.Pool({

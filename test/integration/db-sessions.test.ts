@@ -1,5 +1,5 @@
 // The service's Postgres sessions (db/connection.ts): no parallel query workers for its short
-// OLTP statements, and options given in DATABASE_URL still apply.
+// OLTP statements, no JIT compilation of them, and options given in DATABASE_URL still apply.
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDb } from '../../db/connection.ts';
@@ -21,8 +21,9 @@ async function setting(db: TestDatabase['db'], name: string): Promise<string> {
 }
 
 describe('database sessions', () => {
-  it('run without parallel query workers', async () => {
+  it('run without parallel query workers or JIT compilation', async () => {
     expect(await setting(database.db, 'max_parallel_workers_per_gather')).toBe('0');
+    expect(await setting(database.db, 'jit')).toBe('off');
   });
 
   it('keep the options given in the URL', async () => {
@@ -32,6 +33,7 @@ describe('database sessions', () => {
     try {
       expect(await setting(handle.db, 'statement_timeout')).toBe('12345ms');
       expect(await setting(handle.db, 'max_parallel_workers_per_gather')).toBe('0');
+      expect(await setting(handle.db, 'jit')).toBe('off');
     } finally {
       await handle.db.destroy();
     }
