@@ -16,6 +16,7 @@ import * as rolloutStrategies from './0013_rollout_strategies.ts';
 import * as queuedRecords from './0014_queued_records.ts';
 import * as releaseBatches from './0015_release_batches.ts';
 import * as webhookOutboxRows from './0016_webhook_outbox_rows.ts';
+import * as routedDevices from './0017_routed_devices.ts';
 
 export const migrations: Record<string, Migration> = {
   '0001_initial': initial,
@@ -34,4 +35,5 @@ export const migrations: Record<string, Migration> = {
   '0014_queued_records': queuedRecords,
   '0015_release_batches': releaseBatches,
   '0016_webhook_outbox_rows': webhookOutboxRows,
+  '0017_routed_devices': routedDevices,
 };

@@ -92,7 +92,10 @@ async function upsertBatch(db: Db, devices: readonly DeviceUpsertInput[], withTa
   return Number(result.numAffectedRows ?? devices.length);
 }
 
-/** For each of `deviceIds` that sits behind a gateway: the gateway, and its product (null if it is not registered). */
+/**
+ * For each of `deviceIds` that sits behind a gateway: the gateway, and its product (null if it is not
+ * registered). Reads the index of devices with a gateway (migration 0017), not the whole table.
+ */
 export async function findGateways(db: Db, deviceIds: readonly string[]): Promise<Map<string, { gatewayId: string; gatewayProductId: string | null }>> {
   if (deviceIds.length === 0) return new Map();
   const { rows } = await sql<{ id: string; gateway_id: string; gateway_product_id: string | null }>`
