@@ -7,6 +7,7 @@ import { Queue, type JobsOptions, type JobType } from 'bullmq';
 import type { UpgradeJob, UpgradeJobData } from '../core/jobs.ts';
 import { shardOfJob, shardQueueNames } from '../core/queue-shards.ts';
 import type { RedisClient } from './redis-client.ts';
+import { updateProgressMany } from './job-progress.ts';
 
 export const UPGRADE_JOB_OPTIONS: JobsOptions = {
   attempts: 1,
@@ -49,8 +50,11 @@ export class UpgradeQueues {
     await this.shardOf(jobId).backend.promote(jobId);
   }
 
-  async updateProgress(jobId: string, progress: number): Promise<void> {
-    await this.shardOf(jobId).backend.updateProgress(jobId, progress);
+  /** Sets the progress of the jobs that still exist: one script call per shard (services/job-progress.ts). */
+  async updateProgress(entries: readonly (readonly [string, number])[]): Promise<void> {
+    const byShard = this.groupByShard(entries, ([jobId]) => jobId);
+    await Promise.all([...byShard].map(([queue, group]) =>
+      updateProgressMany(this.connection, { events: queue.keys.events!, meta: queue.keys.meta!, job: (jobId) => queue.toKey(jobId) }, group)));
   }
 
   async remove(jobId: string): Promise<number> {

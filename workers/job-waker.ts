@@ -53,9 +53,11 @@ export class JobWaker {
     this.progressTimer = undefined;
     const batch = this.progress;
     this.progress = new Map();
-    await Promise.all(
-      [...batch].map(([jobId, progress]) => this.queue.updateProgress(jobId, progress).catch(() => {})),
-    );
+    if (batch.size === 0) return;
+    // a lost write is made good by the next report; bull-board's view may lag, nothing else reads it
+    await this.queue.updateProgress([...batch]).catch((error: unknown) => {
+      this.logger.debug({ err: (error as Error).message, jobs: batch.size }, 'job progress not mirrored');
+    });
   }
 
   async stop(): Promise<void> {
